@@ -1,0 +1,39 @@
+"""ge2mst: Ge2mS-T spiking transformers with exactly lossless ANN -> SNN conversion.
+
+Train with ExpG quantizers (one ordinary forward pass per image, whatever T is), convert with
+`convert`, run the spiking network event by event, and count what it costs.
+"""
+
+from .calibrate import calibrate
+from .coding import ExpGCodeBook, UniformCodeBook, expg_codebook, uniform_codebook
+from .convert import SpikingNetwork, convert
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    ConversionError,
+    DataError,
+    Ge2msError,
+    InputError,
+)
+from .models import create_model, list_models, register_model
+from .neurons import ExpGIF, IFNeuron, SpikingNeuron
+from .quant import (
+    ExpGQuant,
+    ExpIFQuant,
+    QCFSQuant,
+    Quantizer,
+    SignedExpGQuant,
+    quantize,
+    set_mixing,
+    set_time_steps,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError", "ConfigError", "ConversionError", "DataError", "ExpGCodeBook", "ExpGIF",
+    "ExpGQuant", "ExpIFQuant", "Ge2msError", "IFNeuron", "InputError", "QCFSQuant", "Quantizer",
+    "SignedExpGQuant", "SpikingNetwork", "SpikingNeuron", "UniformCodeBook", "calibrate",
+    "convert", "create_model", "expg_codebook", "list_models", "quantize", "register_model",
+    "set_mixing", "set_time_steps", "uniform_codebook",
+]

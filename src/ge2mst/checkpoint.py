@@ -1,0 +1,118 @@
+"""Checkpoints: weights in safetensors, the config as JSON, written atomically.
+
+``save_checkpoint("run/model.safetensors", model, mean=..., std=...)`` writes the tensors with the
+config embedded in the safetensors metadata, and the same config beside it as
+``run/model.json`` for people and tools. Both are written to a temporary file in the same folder,
+flushed to disk and renamed over the target, so a kill at any moment leaves either the old or the
+new checkpoint, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .models import create_model
+
+FORMAT = "ge2mst-checkpoint/1"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def model_config(model: nn.Module, **extra) -> dict:
+    """The JSON-serialisable config that rebuilds ``model`` with `create_model`."""
+    name = getattr(model, "model_name", None)
+    if name is None:
+        raise CheckpointError("only models built with ge2mst.create_model can be checkpointed "
+                              "(the model has no model_name)")
+    return {"format": FORMAT, "model": name, "model_kwargs": getattr(model, "model_kwargs", {}),
+            **extra}
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra) -> Path:
+    """Save ``model``'s weights and config to ``path`` (``.safetensors``) and its ``.json``."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"checkpoint paths end in .safetensors, got {str(path)!r}")
+    config = model_config(model, **extra)
+    text = json.dumps(config, indent=2, sort_keys=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(tensors, metadata={"ge2mst": text}))
+    atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a checkpoint's tensors and config, with a clear error for any damaged file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    data = path.read_bytes()
+    try:
+        tensors = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + header_len])
+        config = json.loads(header.get("__metadata__", {})["ge2mst"])
+    except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is truncated or corrupt ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
+        ) from None
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {str(path)!r} has format {config.get('format')!r}, "
+                              f"expected {FORMAT!r}")
+    return tensors, config
+
+
+def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
+                    **override) -> tuple[nn.Module, dict]:
+    """Rebuild the model recorded in a checkpoint and load its weights.
+
+    Args:
+        path: the ``.safetensors`` file.
+        model_name: if given, the checkpoint must be of this model.
+        override: model keyword arguments that replace the recorded ones (e.g. ``T``, ``G``).
+    """
+    tensors, config = read_checkpoint(path)
+    name = config.get("model")
+    if model_name is not None and name != model_name:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds model {name!r}, not {model_name!r}")
+    kwargs = {**config.get("model_kwargs", {}), **override}
+    model = create_model(name, **kwargs)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not match model {name!r}: "
+                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape:
+            raise CheckpointError(f"checkpoint {str(path)!r}: {key} has shape {tuple(value.shape)}, "
+                                  f"model {name!r} expects {tuple(expected[key].shape)}")
+    model.load_state_dict(tensors)
+    return model, config

@@ -1,0 +1,182 @@
+"""The ``ge2mst`` command line.
+
+Every user error (bad argument, missing data, corrupt checkpoint, impossible T/G) is printed as one
+line ``ge2mst: error: ...`` on standard error with exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from . import __version__
+from .errors import Ge2msError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _percentile(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentile in (0, 100], got {value}")
+    return value
+
+
+def _add_data_args(p: argparse.ArgumentParser, split: str = "test", limit: int | None = None):
+    p.add_argument("--data", default="digits",
+                   help="'digits' (scikit-learn's bundled 8x8 digits), an ImageFolder directory, "
+                        "a directory with train/ and test/ ImageFolders, or a .tar.gz of either "
+                        "(default: digits)")
+    p.add_argument("--split", default=split, help=f"split to use (default: {split})")
+    p.add_argument("--limit", type=_positive_int, default=limit,
+                   help="use this many images, balanced over classes (default: all)")
+    p.add_argument("--data-dir", default=None,
+                   help="cache folder for extracted archives (default: $GE2MST_CACHE or "
+                        "~/.cache/ge2mst)")
+
+
+def _add_model_args(p: argparse.ArgumentParser, default_model: str = "ge2mst_cnn_tiny"):
+    p.add_argument("--model", default=default_model, help=f"registered model (default: {default_model})")
+    p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint of the model")
+    p.add_argument("--T", type=_positive_int, default=None, help="time steps (default: 4, or "
+                   "the checkpoint's)")
+    p.add_argument("--groups", "-G", type=_positive_int, default=None,
+                   help="temporal groups G, dividing T (default: 2, or the checkpoint's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ge2mst",
+        description="Ge2mS-T: ExpG spiking networks, exactly lossless conversion, energy counts.")
+    parser.add_argument("--version", action="version", version=f"ge2mst {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("verify", help="compare a model's ANN and converted SNN outputs on images")
+    _add_model_args(p)
+    _add_data_args(p, limit=512)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--form", choices=("search", "sequential"), default="search",
+                   help="ExpG-IF firing form: binary search (A) or sequential IF dynamics (B)")
+    p.add_argument("--step-mode", choices=("event", "collapsed"), default="event",
+                   help="event: layer by layer over T steps of spike trains; collapsed: synapses "
+                        "summed over time in one pass")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    p.add_argument("--calib-images", type=_positive_int, default=256,
+                   help="images used to calibrate lambda when no checkpoint is given")
+    p.add_argument("--percentile", type=_percentile, default=99.9,
+                   help="calibration percentile of the pre-activations (default: 99.9)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 unless every neuron's code and prediction agree")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("list-models", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.set_defaults(func=cmd_list_models)
+    return parser
+
+
+def load_model_for(args, data) -> tuple[torch.nn.Module, dict]:
+    """The model of ``--model``/``--checkpoint`` (T and G overridden when given) and its config."""
+    from .checkpoint import load_checkpoint
+    from .models import create_model
+
+    override = {}
+    if args.T is not None:
+        override["T"] = args.T
+    if args.groups is not None:
+        override["G"] = args.groups
+    if args.checkpoint:
+        model, config = load_checkpoint(args.checkpoint, model_name=args.model, **override)
+        return model, config
+    override.setdefault("T", 4)
+    override.setdefault("G", 2)
+    model = create_model(args.model, num_classes=data.num_classes, in_chans=data.in_chans,
+                         **override)
+    return model, {}
+
+
+def cmd_verify(args) -> int:
+    from .calibrate import calibrate
+    from .data import load_dataset, normalize
+    from .verify import verify
+
+    torch.manual_seed(args.seed)
+    data = load_dataset(args.data, split=args.split, limit=args.limit, seed=args.seed,
+                        cache_dir=args.data_dir, progress=not args.json)
+    model, config = load_model_for(args, data)
+    if "mean" in config and "std" in config:
+        mean, std = torch.tensor(config["mean"]), torch.tensor(config["std"])
+    else:
+        mean, std = data.channel_stats()
+    batches = [(normalize(x, mean, std), y) for x, y in data.batches(args.batch_size)]
+    calibrated = False
+    if not args.checkpoint:
+        calib, left = [], args.calib_images
+        for x, _ in batches:
+            if left <= 0:
+                break
+            calib.append(x[:left])
+            left -= x.shape[0]
+        calibrate(model, calib, percentile=args.percentile, seed=args.seed)
+        calibrated = True
+    report = verify(model, batches, step_mode=args.step_mode, form=args.form, dtype=args.dtype,
+                    progress=not args.json)
+    report = {"model": args.model, "checkpoint": args.checkpoint, "data": args.data,
+              "split": args.split, "calibrated": calibrated, "seed": args.seed, **report}
+    exact = (report["code_mismatches"] == 0 and report["prediction_agreement"] == 1.0
+             and report["illegal_patterns"] == 0)
+    report["exact"] = exact
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(report)
+    return 1 if (args.strict and not exact) else 0
+
+
+def _print_table(report: dict) -> None:
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        print(f"{key:<{width}}  {value}")
+
+
+def cmd_list_models(args) -> int:
+    from .models import list_models
+
+    for name in list_models(args.pattern):
+        print(name)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except Ge2msError as exc:
+        print(f"ge2mst: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ge2mst: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

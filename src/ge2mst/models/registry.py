@@ -1,0 +1,51 @@
+"""A model registry in the spirit of timm's: ``create_model(name, **kwargs)``, ``list_models()``.
+
+Every registered builder returns an ANN-mode network (quantizers in place of activations) that
+`ge2mst.convert` turns into its spiking network: one definition serves both modes and every data
+set (``num_classes``, ``in_chans`` and the image size are arguments).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+
+from torch import nn
+
+from ..errors import ConfigError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: register ``fn`` under its function name."""
+    name = fn.__name__
+    if name in _REGISTRY:
+        raise ConfigError(f"model {name!r} is registered twice")
+    _REGISTRY[name] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered models matching the shell-style ``pattern``."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the registered model ``name``; ``kwargs`` go to its builder.
+
+    The model gets ``model_name`` and ``model_kwargs`` attributes, which checkpoints record so that
+    the same network can be rebuilt.
+    """
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown model {name!r}{hint} (known: {', '.join(list_models())})")
+    try:
+        model = _REGISTRY[name](**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: {exc}") from None
+    model.model_name = name
+    model.model_kwargs = dict(kwargs)
+    return model

@@ -1,0 +1,244 @@
+"""SNN-mode neurons: ExpG-IF (two firing forms, unsigned and signed) and vanilla IF (baseline).
+
+A neuron runs in one of two step modes:
+
+- ``"event"`` (the default after conversion): the input is a T x B x ... tensor of per-step
+  input currents; the output is a T x B x ... tensor of weighted spikes theta_t * s_t, what the
+  next synaptic layer accumulates (theta_t = delta * 2**(T-1-t): each event is a weight shifted by
+  a power of two).
+- ``"collapsed"``: the input is the whole-window membrane V (B x ...), the output the decoded
+  value delta * n(s) (B x ...). The spike trains are still emitted and can be recorded; only the
+  time loop of the synapses is collapsed, which is exact because they are linear.
+
+ExpG-IF integrates its whole T-step input window before it fires (``online=False``). Firing online
+gives wrong codes; ``online=True`` exists to show that (tests, docs), never for conversion.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .coding import ExpGCodeBook, check_time_groups, expg_codebook, level_spacing
+from .errors import ConfigError, InputError
+
+STEP_MODES = ("event", "collapsed")
+FORMS = ("search", "sequential")
+
+
+class SpikingNeuron(nn.Module):
+    """Common state of the spiking neurons: T, the step mode and spike recording."""
+
+    #: class of the spikes this neuron emits ("binary" or "ternary"), for energy accounting.
+    spike_class = "binary"
+
+    def __init__(self, T: int) -> None:
+        super().__init__()
+        self.T = T
+        self.step_mode = "event"
+        self.record = False
+        self.last_spikes: torch.Tensor | None = None
+        self.last_membrane: torch.Tensor | None = None
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not torch.is_floating_point(x):
+            raise InputError(f"{type(self).__name__} expects floating-point currents, got {x.dtype}")
+        if self.step_mode == "event":
+            if x.dim() < 2 or x.shape[0] != self.T:
+                raise InputError(
+                    f"{type(self).__name__} in event mode expects currents of shape T x B x ... "
+                    f"with T = {self.T} first, got shape {tuple(x.shape)}"
+                )
+        if torch.isnan(x).any():
+            raise InputError(f"{type(self).__name__} received NaN input currents")
+
+    def _remember(self, spikes: torch.Tensor, membrane: torch.Tensor | None) -> None:
+        if self.record:
+            self.last_spikes = spikes.to(torch.int8)
+            self.last_membrane = membrane
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, step_mode={self.step_mode}"
+
+
+class ExpGIF(SpikingNeuron):
+    """Grouped-exponential-coding IF neuron.
+
+    Args:
+        T, G: time steps and temporal groups (G divides T).
+        lam: the clip lambda of the quantizer this neuron replaces (delta = lam / n_max).
+        signed: ternary spikes carrying the sign of the membrane (for Q, K, V).
+        form: ``"search"`` (form A: binary search over the boundaries, then the stored pattern) or
+            ``"sequential"`` (form B: IF dynamics with per-step pre-firing thresholds, post-firing
+            soft reset theta_t and refractoriness inside a group). Both give identical spikes.
+        online: fire each step from the membrane integrated so far (wrong; for demonstration).
+    """
+
+    def __init__(self, T: int, G: int, lam: float | torch.Tensor, signed: bool = False,
+                 form: str = "search", online: bool = False) -> None:
+        T, G = check_time_groups(T, G)
+        super().__init__(T)
+        if form not in FORMS:
+            raise ConfigError(f"form must be one of {FORMS}, got {form!r}")
+        lam_t = torch.as_tensor(lam, dtype=torch.float64).detach().clone()
+        if lam_t.numel() != 1 or not torch.isfinite(lam_t) or lam_t <= 0:
+            raise ConfigError(f"lambda must be a positive finite scalar, got {lam!r}")
+        self.G = G
+        self.book: ExpGCodeBook = expg_codebook(T, G)
+        self.signed = signed
+        self.form = form
+        self.online = online
+        self.register_buffer("lam", lam_t.reshape(()))
+        self.spike_class = "ternary" if signed else "binary"
+
+    @property
+    def delta64(self) -> torch.Tensor:
+        return level_spacing(self.lam, self.book.n_max)
+
+    def thresholds(self) -> torch.Tensor:
+        """Post-firing thresholds theta_t = delta * 2**(T-1-t), float64, largest first."""
+        return self.delta64 * self.book.beta.to(torch.float64)
+
+    def pre_thresholds(self) -> torch.Tensor:
+        """Pre-firing thresholds of form B, float64."""
+        return self.delta64 * self.book.pre
+
+    # ---- firing -------------------------------------------------------------------------
+    def fire(self, membrane: torch.Tensor) -> torch.Tensor:
+        """Spike trains (T x ..., values in {0, 1}, or {-1, 0, 1} when signed) for a membrane."""
+        v = membrane.to(torch.float64)
+        mag = v.abs() if self.signed else v
+        if self.form == "search":
+            spikes = self._fire_search(mag)
+        else:
+            spikes = self._fire_sequential(mag)
+        if self.signed:
+            spikes = spikes * torch.sign(v).to(spikes.dtype)
+        return spikes
+
+    def _fire_search(self, v: torch.Tensor) -> torch.Tensor:
+        book = self.book
+        bounds = (self.delta64 * book.mids).to(v.device).contiguous()
+        idx = torch.searchsorted(bounds, v.contiguous(), right=True)
+        pattern = book.patterns.to(v.device)[idx]  # ... x T
+        return pattern.movedim(-1, 0)
+
+    def _fire_sequential(self, v: torch.Tensor) -> torch.Tensor:
+        theta = self.thresholds().tolist()
+        pre = self.pre_thresholds().tolist()
+        m = self.book.m
+        u = v.clone()
+        spikes = torch.zeros((self.T, *v.shape), dtype=torch.int8, device=v.device)
+        fired = torch.zeros_like(v, dtype=torch.bool)
+        for t in range(self.T):
+            if t % m == 0:
+                fired = torch.zeros_like(v, dtype=torch.bool)  # a new group opens
+            s = (~fired) & (u >= pre[t])
+            u = u - theta[t] * s
+            fired = fired | s
+            spikes[t] = s
+        return spikes
+
+    def _fire_online(self, currents: torch.Tensor) -> torch.Tensor:
+        """Form B driven by the partial sums of the input (fires before the window is complete)."""
+        theta = self.thresholds().tolist()
+        pre = self.pre_thresholds().tolist()
+        m = self.book.m
+        cur = currents.to(torch.float64)
+        u = torch.zeros_like(cur[0])
+        spikes = torch.zeros(cur.shape, dtype=torch.int8, device=cur.device)
+        fired = torch.zeros_like(u, dtype=torch.bool)
+        for t in range(self.T):
+            if t % m == 0:
+                fired = torch.zeros_like(u, dtype=torch.bool)
+            u = u + cur[t]
+            mag = u.abs() if self.signed else u
+            s = (~fired) & (mag >= pre[t])
+            sign = torch.sign(u) if self.signed else torch.ones_like(u)
+            u = u - theta[t] * s * sign
+            fired = fired | s
+            spikes[t] = (s * sign).to(torch.int8)
+        return spikes
+
+    def decode(self, spikes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """delta * n(s): the value a spike train stands for, rounded once to ``dtype``."""
+        return (self.delta64 * self.book.code_of(spikes).to(torch.float64)).to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        if self.step_mode == "collapsed":
+            if self.online:
+                raise ConfigError("online firing needs the event step mode")
+            spikes = self.fire(x)
+            self._remember(spikes, x.detach().to(torch.float64))
+            return self.decode(spikes, x.dtype)
+        if self.online:
+            spikes = self._fire_online(x)
+            membrane = x.detach().to(torch.float64).sum(0)
+        else:
+            membrane = x.detach().to(torch.float64).sum(0)
+            spikes = self.fire(membrane)
+        self._remember(spikes, membrane)
+        theta = self.thresholds().to(x.device).view(-1, *([1] * (x.dim() - 1)))
+        return (spikes.to(torch.float64) * theta).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"T={self.T}, G={self.G}, lam={float(self.lam):.4g}, signed={self.signed}, "
+                f"form={self.form}, online={self.online}, step_mode={self.step_mode}")
+
+
+class IFNeuron(SpikingNeuron):
+    """Vanilla IF neuron of QCFS conversion: soft reset, theta/2 initial membrane, online firing.
+
+    Each spike is worth ``theta = lam / T``; over T steps of a constant current the neuron emits
+    exactly the QCFS quantization with L = T. With uneven currents (any layer after the first) it
+    does not: the conversion error that ExpG-IF removes.
+    """
+
+    def __init__(self, T: int, lam: float | torch.Tensor) -> None:
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ConfigError(f"T (time steps) must be a whole number >= 1, got {T!r}")
+        super().__init__(T)
+        lam_t = torch.as_tensor(lam, dtype=torch.float64).detach().clone()
+        if lam_t.numel() != 1 or not torch.isfinite(lam_t) or lam_t <= 0:
+            raise ConfigError(f"lambda must be a positive finite scalar, got {lam!r}")
+        self.register_buffer("lam", lam_t.reshape(()))
+
+    @property
+    def theta(self) -> float:
+        return float(self.lam) / self.T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.step_mode != "event":
+            raise ConfigError("the vanilla IF neuron fires online and needs the event step mode")
+        self._check_input(x)
+        theta = self.theta
+        cur = x.to(torch.float64)
+        v = torch.full_like(cur[0], theta / 2)
+        spikes = torch.zeros(cur.shape, dtype=torch.int8, device=cur.device)
+        for t in range(self.T):
+            v = v + cur[t]
+            s = v >= theta
+            v = v - theta * s
+            spikes[t] = s
+        self._remember(spikes, cur.sum(0))
+        return (spikes.to(torch.float64) * theta).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, lam={float(self.lam):.4g}, theta={self.theta:.4g}"
+
+
+def neurons(model: nn.Module):
+    """Yield ``(name, neuron)`` for every spiking neuron in ``model``."""
+    for name, module in model.named_modules():
+        if isinstance(module, SpikingNeuron):
+            yield name, module
+
+
+def set_step_mode(model: nn.Module, mode: str) -> None:
+    """Set the step mode (``"event"`` or ``"collapsed"``) of every module that has one."""
+    if mode not in STEP_MODES:
+        raise ConfigError(f"step mode must be one of {STEP_MODES}, got {mode!r}")
+    for module in model.modules():
+        if hasattr(module, "step_mode"):
+            module.step_mode = mode

@@ -1,0 +1,216 @@
+"""ANN-mode activation quantizers: ExpG, signed ExpG, Exp-IF (G = 1) and uniform QCFS.
+
+They train in one ordinary forward pass per image, with no time loop: the cost and memory of
+training do not depend on T. Conversion (`ge2mst.convert`) swaps each of them for its spiking
+neuron, which reproduces its output exactly.
+
+Forward: the input is compared in float64 with the code book's boundaries delta * (half-integer
+codes), delta = lambda / n_max rounded to float32 (`ge2mst.coding.level_spacing`), and the output
+is delta * code. Backward (straight-through, as METHOD.md section 2 defines it):
+
+    dQ/dx      = 1 on [0, lambda] (signed: [-lambda, lambda]), 0 elsewhere
+    dQ/dlambda = (Q - x) / lambda inside, 1 above lambda (signed: -1 below -lambda), 0 below 0
+
+Progressive training mixes the clipped identity and the quantizer with a fraction ``p``:
+A_p(x) = (1 - p) * clip(x, 0, lambda) + p * Q(x). Only p = 1 is convertible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .coding import CodeBook, check_time_groups, expg_codebook, level_spacing, uniform_codebook
+from .errors import ConfigError
+
+
+def _check_lambda(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"lambda must be a positive number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"lambda must be positive and finite, got {value}")
+    return value
+
+
+def quantize_codes(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: bool) -> torch.Tensor:
+    """Integer code (int64, signed where ``signed``) of each element of ``x``.
+
+    ``j* = #{j : b_j <= |x|}``: a binary search over the sorted boundaries, ties going up.
+    NaN inputs give code 0 here; callers that care check for NaN first.
+    """
+    delta = level_spacing(lam, book.n_max)
+    bounds = (delta * book.mids.to(x.device)).contiguous()
+    xd = x.detach().to(torch.float64)
+    mag = xd.abs() if signed else xd
+    idx = torch.searchsorted(bounds, mag.contiguous(), right=True)
+    codes = book.codes.to(x.device)[idx]
+    if signed:
+        codes = codes * torch.sign(xd).to(torch.int64)
+    return codes
+
+
+def codes_to_values(codes: torch.Tensor, lam: torch.Tensor, n_max: int, dtype: torch.dtype) -> torch.Tensor:
+    """delta * code, computed exactly in float64 and rounded once to ``dtype``."""
+    return (level_spacing(lam, n_max) * codes.to(torch.float64)).to(dtype)
+
+
+class _Quantize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, lam, book, signed):  # noqa: D401 - autograd signature
+        out = codes_to_values(quantize_codes(x, lam, book, signed), lam, book.n_max, x.dtype)
+        out = torch.where(torch.isnan(x), x, out)
+        ctx.signed = signed
+        ctx.save_for_backward(x, lam, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, lam, out = ctx.saved_tensors
+        lam_v = lam.to(x.dtype)
+        if ctx.signed:
+            inside = x.abs() <= lam_v
+            outside = torch.sign(x) * (~inside)
+        else:
+            inside = (x >= 0) & (x <= lam_v)
+            outside = (x > lam_v).to(x.dtype)
+        grad_x = grad_lam = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_out * inside
+        if ctx.needs_input_grad[1]:
+            dlam = torch.where(inside, (out - x) / lam_v, outside.to(x.dtype))
+            grad_lam = (grad_out * dlam).sum().reshape(lam.shape).to(lam.dtype)
+        return grad_x, grad_lam, None, None
+
+
+def quantize(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: bool = False) -> torch.Tensor:
+    """Quantize ``x`` to the levels ``delta * codes`` of ``book`` with straight-through gradients."""
+    if not torch.is_floating_point(x):
+        raise ConfigError(f"quantize expects a floating-point tensor, got {x.dtype}")
+    return _Quantize.apply(x, lam, book, signed)
+
+
+class Quantizer(nn.Module):
+    """Base class of the activation quantizers: a learnable clip ``lam`` and a code book.
+
+    Attributes:
+        lam: learnable clip / scale lambda (a scalar parameter).
+        p: mixing fraction of the progressive schedule (1 = fully quantized, convertible).
+        bypass: when True the module acts as ReLU (unsigned) or identity (signed); used by
+            calibration to look at the unclipped pre-activations.
+    """
+
+    signed: bool = False
+
+    def __init__(self, book: CodeBook, lam: float = 1.0, p: float = 1.0, learn_lambda: bool = True):
+        super().__init__()
+        self.book = book
+        self.lam = nn.Parameter(torch.tensor(_check_lambda(lam)), requires_grad=learn_lambda)
+        self.p = p
+        self.bypass = False
+
+    @property
+    def p(self) -> float:
+        return self._p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"the mixing fraction p must lie in [0, 1], got {value!r}")
+        self._p = float(value)
+
+    @property
+    def delta(self) -> float:
+        """Level spacing delta = lambda / n_max (float32-rounded)."""
+        return float(level_spacing(self.lam, self.book.n_max))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bypass:
+            return x if self.signed else torch.relu(x)
+        lam = self.lam
+        q = quantize(x, lam, self.book, self.signed)
+        if self._p >= 1.0:
+            return q
+        low = -lam if self.signed else torch.zeros_like(lam)
+        clipped = torch.minimum(torch.maximum(x, low.to(x.dtype)), lam.to(x.dtype))
+        return (1.0 - self._p) * clipped + self._p * q
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer codes of ``x`` (what the spiking neuron encodes in its spike pattern)."""
+        return quantize_codes(x, self.lam, self.book, self.signed)
+
+    def extra_repr(self) -> str:
+        return f"{self.book.describe()}, lam={float(self.lam.detach()):.4g}, p={self._p:g}"
+
+
+class ExpGQuant(Quantizer):
+    """Unsigned ExpG quantizer with ``T`` steps in ``G`` groups (G = 1: Exp-IF, G = T: uniform)."""
+
+    def __init__(self, T: int = 4, G: int = 2, lam: float = 1.0, p: float = 1.0,
+                 learn_lambda: bool = True) -> None:
+        T, G = check_time_groups(T, G)
+        super().__init__(expg_codebook(T, G), lam=lam, p=p, learn_lambda=learn_lambda)
+
+    @property
+    def T(self) -> int:
+        return self.book.T
+
+    @property
+    def G(self) -> int:
+        return self.book.G
+
+    def set_time_steps(self, T: int, G: int) -> None:
+        """Re-code with another (T, G); lambda is kept."""
+        T, G = check_time_groups(T, G)
+        self.book = expg_codebook(T, G)
+
+
+class SignedExpGQuant(ExpGQuant):
+    """Signed ExpG quantizer sign(x) * Q(|x|) on [-lambda, lambda]: ternary spikes in SNN mode."""
+
+    signed = True
+
+
+class ExpIFQuant(ExpGQuant):
+    """Exp-IF: ExpG with a single group, levels {0, 1, 2, 4, ...} * delta and at most one spike."""
+
+    def __init__(self, T: int = 4, lam: float = 1.0, p: float = 1.0, learn_lambda: bool = True):
+        super().__init__(T=T, G=1, lam=lam, p=p, learn_lambda=learn_lambda)
+
+
+class QCFSQuant(Quantizer):
+    """Uniform L-level quantizer of QCFS (floor(x L / lambda + 1/2), clipped): the baseline."""
+
+    def __init__(self, L: int = 4, lam: float = 1.0, p: float = 1.0, learn_lambda: bool = True):
+        super().__init__(uniform_codebook(L), lam=lam, p=p, learn_lambda=learn_lambda)
+
+    @property
+    def L(self) -> int:
+        return self.book.L
+
+    def set_levels(self, L: int) -> None:
+        self.book = uniform_codebook(L)
+
+
+def quantizers(model: nn.Module):
+    """Yield ``(name, quantizer)`` for every quantizer in ``model``."""
+    for name, module in model.named_modules():
+        if isinstance(module, Quantizer):
+            yield name, module
+
+
+def set_mixing(model: nn.Module, p: float) -> None:
+    """Set the progressive mixing fraction ``p`` of every quantizer of ``model``."""
+    for _, q in quantizers(model):
+        q.p = p
+
+
+def set_time_steps(model: nn.Module, T: int, G: int) -> None:
+    """Re-code every ExpG quantizer of ``model`` with (T, G); QCFS quantizers get L = T."""
+    for _, q in quantizers(model):
+        if isinstance(q, ExpGQuant):
+            q.set_time_steps(T, G if not isinstance(q, ExpIFQuant) else 1)
+        elif isinstance(q, QCFSQuant):
+            q.set_levels(T)

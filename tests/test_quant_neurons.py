@@ -1,0 +1,225 @@
+"""Quantizers (ANN mode) against neurons (SNN mode): property tests over every (T, G)."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ge2mst import ExpGIF, ExpGQuant, IFNeuron, QCFSQuant, SignedExpGQuant
+from ge2mst.coding import expg_codebook, level_spacing
+from ge2mst.errors import ConfigError, InputError
+
+VALID_TG = [(T, G) for T in range(1, 9) for G in range(1, T + 1) if T % G == 0]
+
+
+def _inputs(book, lam, draw_floats, signed):
+    """Random values plus every boundary exactly and one float64 ulp either side of it."""
+    delta = level_spacing(torch.tensor(lam), book.n_max)
+    bounds = delta * book.mids
+    below = torch.nextafter(bounds, torch.full_like(bounds, -math.inf))
+    above = torch.nextafter(bounds, torch.full_like(bounds, math.inf))
+    x = torch.cat([torch.tensor(draw_floats, dtype=torch.float64), bounds, below, above,
+                   torch.tensor([0.0, -0.0, lam, 10 * lam, -lam], dtype=torch.float64)])
+    if signed:
+        x = torch.cat([x, -x])
+    return x
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tg=st.sampled_from(VALID_TG), signed=st.booleans(),
+       lam=st.floats(min_value=1e-3, max_value=1e3, allow_nan=False, allow_infinity=False),
+       values=st.lists(st.floats(min_value=-2e3, max_value=2e3, allow_nan=False, width=64),
+                       min_size=1, max_size=64))
+def test_quantizer_search_and_sequential_neurons_agree(tg, signed, lam, values):
+    T, G = tg
+    qcls = SignedExpGQuant if signed else ExpGQuant
+    q = qcls(T=T, G=G, lam=lam).double()
+    x = _inputs(q.book, lam, values, signed)
+    expected = q(x).detach()
+    codes = q.codes(x)
+    for form in ("search", "sequential"):
+        neuron = ExpGIF(T, G, q.lam.detach(), signed=signed, form=form)
+        spikes = neuron.fire(x)
+        assert spikes.shape == (T, x.numel())
+        allowed = {-1, 0, 1} if signed else {0, 1}
+        assert set(spikes.unique().tolist()) <= allowed
+        assert int(spikes.abs().sum(0).max()) <= G
+        assert not neuron.book.illegal_mask(spikes).any()
+        assert torch.equal(neuron.book.code_of(spikes), codes)
+        assert torch.equal(neuron.decode(spikes, torch.float64), expected)
+        if not signed:
+            assert (spikes >= 0).all()
+        else:  # every spike carries the sign of the membrane
+            assert ((spikes * torch.sign(x)) >= 0).all()
+
+
+@pytest.mark.parametrize("T,G", VALID_TG)
+def test_event_mode_output_sums_to_the_quantized_value(T, G):
+    torch.manual_seed(T * 10 + G)
+    q = ExpGQuant(T=T, G=G, lam=1.7).double()
+    currents = torch.randn(T, 3, 50, dtype=torch.float64)
+    neuron = ExpGIF(T, G, q.lam.detach(), form="sequential")
+    out = neuron(currents)
+    assert out.shape == currents.shape
+    torch.testing.assert_close(out.sum(0), q(currents.sum(0)).detach(), rtol=0, atol=1e-15)
+    # each step's output is a spike times theta_t = delta * 2**(T-1-t)
+    theta = neuron.thresholds().view(-1, 1, 1)
+    ratio = out / theta
+    assert torch.equal(ratio, ratio.round()) and set(ratio.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_worked_example_of_the_method_note():
+    q = ExpGQuant(T=4, G=2, lam=2.0)
+    x = torch.tensor([1.13, 1.95])
+    torch.testing.assert_close(q(x), torch.tensor([1.2, 2.0]))
+    assert q.codes(x).tolist() == [6, 10]
+    spikes = ExpGIF(4, 2, 2.0).fire(x)
+    assert spikes.T.tolist() == [[0, 1, 1, 0], [1, 0, 1, 0]]
+    # QCFS with L = 4 gives 1.0 (2 spikes) and 2.0 (4 spikes)
+    qcfs = QCFSQuant(L=4, lam=2.0)
+    torch.testing.assert_close(qcfs(x), torch.tensor([1.0, 2.0]))
+    assert qcfs.codes(x).tolist() == [2, 4]
+
+
+def test_ties_go_up_and_clipping():
+    q = ExpGQuant(T=4, G=2, lam=2.0).double()
+    delta = q.delta
+    x = torch.tensor([delta * 0.5, delta * 0.5 - 1e-12, -5.0, 100.0], dtype=torch.float64)
+    assert q.codes(x).tolist() == [1, 0, 0, 10]
+
+
+# ---- gradients -----------------------------------------------------------------------------
+def _surrogate(x, lam, frozen, signed):
+    """lambda * clip(x / lambda) + lambda * D, with D = P(c) - c frozen at the evaluation point."""
+    low = -1.0 if signed else 0.0
+    return lam * torch.clamp(x / lam, low, 1.0) + lam * frozen
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("T,G", [(4, 2), (4, 1), (4, 4), (8, 2), (6, 3)])
+def test_gradients_match_finite_differences_of_the_surrogate(T, G, signed):
+    torch.manual_seed(0)
+    lam0 = 1.3
+    x = (torch.rand(200, dtype=torch.float64) * 4 - 2) * lam0
+    x = x[(x.abs() - lam0).abs() > 1e-3]  # stay off the clip kinks, where FD is undefined
+    x = x[x.abs() > 1e-3]
+    q = (SignedExpGQuant if signed else ExpGQuant)(T=T, G=G, lam=lam0).double()
+    xg = x.clone().requires_grad_(True)
+    weights = torch.randn_like(x)
+    (q(xg) * weights).sum().backward()
+    eps = 1e-6
+    lam = torch.tensor(lam0, dtype=torch.float64)
+    with torch.no_grad():
+        frozen = (q(x) - torch.clamp(x, -lam0 if signed else 0, lam0)) / lam0
+    # d/dx by central differences of the surrogate, element by element
+    fd_x = (_surrogate(x + eps, lam, frozen, signed)
+            - _surrogate(x - eps, lam, frozen, signed)) / (2 * eps)
+    torch.testing.assert_close(xg.grad, weights * fd_x, rtol=1e-6, atol=1e-6)
+
+    def f(lv):  # d/dlambda, D frozen at lambda0
+        return _surrogate(x, lv, frozen, signed) @ weights
+
+    fd_lam = (f(lam + eps) - f(lam - eps)) / (2 * eps)
+    torch.testing.assert_close(q.lam.grad, fd_lam.to(q.lam.dtype), rtol=1e-5, atol=1e-6)
+
+
+def test_lambda_gradient_formula_by_region():
+    q = ExpGQuant(T=4, G=2, lam=2.0).double()
+    x = torch.tensor([-0.5, 1.13, 3.0], dtype=torch.float64)
+    for i, expected in enumerate([0.0, (1.2 - 1.13) / 2.0, 1.0]):
+        q.zero_grad()
+        q(x)[i].backward()
+        assert float(q.lam.grad) == pytest.approx(expected, abs=1e-7)  # delta is float32-rounded
+    s = SignedExpGQuant(T=4, G=2, lam=2.0).double()
+    s(torch.tensor([-3.0], dtype=torch.float64)).sum().backward()
+    assert float(s.lam.grad) == -1.0
+
+
+def test_progressive_mixing_gradcheck():
+    q = ExpGQuant(T=4, G=2, lam=1.0, p=0.3).double()
+    x = torch.tensor([0.21, 0.77, 1.6, -0.4], dtype=torch.float64)
+    out = q(x)
+    clipped = torch.clamp(x, 0, 1.0)
+    quant = ExpGQuant(T=4, G=2, lam=1.0).double()(x)
+    torch.testing.assert_close(out, 0.7 * clipped + 0.3 * quant)
+    with pytest.raises(ConfigError):
+        q.p = 1.5
+
+
+# ---- whole-window firing is necessary --------------------------------------------------------
+def test_online_firing_gives_wrong_codes_in_a_two_layer_network():
+    torch.manual_seed(0)
+    T, G = 4, 2
+    layer1 = ExpGIF(T, G, 1.0)
+    w = torch.randn(64, 32, dtype=torch.float64) / 4
+    a = torch.rand(500, 64, dtype=torch.float64) * 1.2
+    # layer 1 receives its input at step 1 and emits theta-weighted spikes over T steps
+    cur1 = torch.zeros(T, 500, 64, dtype=torch.float64)
+    cur1[0] = a
+    out1 = layer1(cur1)
+    cur2 = out1 @ w  # per-step input currents of layer 2
+    whole = ExpGIF(T, G, 1.0)
+    online = ExpGIF(T, G, 1.0, form="sequential", online=True)
+    whole.record = online.record = True
+    whole(cur2)
+    online(cur2)
+    ref = ExpGQuant(T=T, G=G, lam=1.0).double().codes(cur2.sum(0))
+    assert torch.equal(whole.book.code_of(whole.last_spikes), ref)
+    wrong = int((online.book.code_of(online.last_spikes) != ref).sum())
+    assert wrong > 0.02 * ref.numel(), wrong
+
+
+# ---- vanilla IF ------------------------------------------------------------------------------
+@pytest.mark.parametrize("T", [1, 2, 4, 8])
+def test_if_neuron_with_constant_current_is_qcfs(T):
+    lam = 1.5
+    z = torch.linspace(-0.5, 2.0, 257, dtype=torch.float64)
+    z = z[((z * T / lam) - (z * T / lam).floor() - 0.5).abs() > 1e-9]  # avoid exact ties
+    neuron = IFNeuron(T, lam)
+    out = neuron((z / T).expand(T, -1).contiguous())
+    expected = QCFSQuant(L=T, lam=lam).double()(z).detach()
+    torch.testing.assert_close(out.sum(0), expected)
+
+
+def test_if_neuron_fires_online():
+    neuron = IFNeuron(4, 4.0)  # theta = 1, v0 = 0.5
+    neuron.record = True
+    cur = torch.tensor([[2.0], [0.0], [0.0], [-2.0]], dtype=torch.float64)
+    out = neuron(cur)
+    # fires at steps 1 and 2 from the early current; the late negative current cannot undo them
+    assert neuron.last_spikes[:, 0].tolist() == [1, 1, 0, 0]
+    assert out.sum().item() == 2.0
+    assert QCFSQuant(L=4, lam=4.0)(torch.tensor([0.0])).item() == 0.0
+
+
+# ---- bad input -------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(T=4, G=3), "divide"), (dict(T=0, G=1), "at least 1"),
+    (dict(T=4, G=2, lam=0.0), "positive"), (dict(T=4, G=2, lam=-1.0), "positive"),
+    (dict(T=4, G=2, lam=float("nan")), "positive"),
+])
+def test_quantizer_rejects_impossible_settings(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        ExpGQuant(**kwargs)
+
+
+def test_neuron_rejects_bad_input():
+    neuron = ExpGIF(4, 2, 1.0)
+    with pytest.raises(InputError, match="T = 4 first"):
+        neuron(torch.zeros(3, 2, 5))
+    with pytest.raises(InputError, match="T x B"):
+        neuron(torch.zeros(4))
+    with pytest.raises(InputError, match="NaN"):
+        neuron(torch.full((4, 2), float("nan")))
+    with pytest.raises(InputError, match="floating-point"):
+        neuron(torch.zeros(4, 2, dtype=torch.int64))
+    with pytest.raises(ConfigError, match="positive"):
+        ExpGIF(4, 2, 0.0)
+    with pytest.raises(ConfigError, match="form"):
+        ExpGIF(4, 2, 1.0, form="magic")
+
+
+def test_codebooks_are_shared_not_rebuilt():
+    assert expg_codebook(4, 2) is expg_codebook(4, 2)
