@@ -85,6 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("quickstart", help="train a small ExpG network, convert it, verify it "
+                       "and report its energy (the embedded default runs in minutes on a CPU)")
+    _add_data_args(p)
+    p.add_argument("--model", default="ge2mst_cnn_tiny")
+    p.add_argument("--width", type=_positive_int, default=16, help="base channel width")
+    p.add_argument("--T", type=_positive_int, default=4)
+    p.add_argument("--groups", "-G", type=_positive_int, default=2)
+    p.add_argument("--epochs", type=_positive_int, default=30)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--train-limit", type=_positive_int, default=None,
+                   help="use this many training images (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/quickstart",
+                   help="folder for report.json, report.png and the checkpoint")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=cmd_quickstart)
+
     p = sub.add_parser("list-models", help="list the registered models")
     p.add_argument("pattern", nargs="?", default="*")
     p.set_defaults(func=cmd_list_models)
@@ -155,6 +173,42 @@ def _print_table(report: dict) -> None:
         if isinstance(value, float):
             value = f"{value:.6g}"
         print(f"{key:<{width}}  {value}")
+
+
+def cmd_quickstart(args) -> int:
+    from .quickstart import run_quickstart
+
+    report = run_quickstart(args)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_summary(report)
+    return 0 if report["exact"] else 1
+
+
+def _print_summary(report: dict) -> None:
+    v, e = report["verify"], report["energy"]
+    print(f"model            {report['model']}  (T={report['T']}, G={report['groups']}, "
+          f"{report['params']:,} parameters)")
+    print(f"data             {report['data']}: {report['train_images']} train / "
+          f"{report['test_images']} held-out images")
+    print(f"training         {report['epochs']} epochs in {report['train_seconds']:.1f} s "
+          f"(seed {report['seed']})")
+    print(f"accuracy         ANN {v['ann_accuracy']:.4f}   SNN {v['snn_accuracy']:.4f}")
+    print(f"exactness        max |SNN - ANN| = {v['max_abs_diff']:.3g} (rel {v['max_rel_diff']:.3g}),"
+          f" {v['code_mismatches']} of {v['codes_compared']:,} neuron codes differ, "
+          f"prediction agreement {v['prediction_agreement']:.4f}")
+    print(f"spikes           {v['mean_spikes_per_neuron']:.3f} per neuron (max "
+          f"{v['max_spikes_per_neuron']}, cap G = {report['groups']}), "
+          f"{v['illegal_patterns']} illegal patterns")
+    print(f"operations/image {e['sops']:,.0f} SOPs + {e['macs']:,.0f} MACs "
+          f"(SOP upper bound {e['sops_upper_bound']:,.0f})")
+    print(f"energy/image     SNN {e['energy_mj'] * 1e3:.4f} uJ vs ANN {e['ann_energy_mj'] * 1e3:.4f} uJ "
+          f"({e['preset']}: {e['energy_ratio']:.2f}x less)")
+    print(f"saved            {report['files']['report']}, {report['files'].get('plot', '(no plot)')}, "
+          f"{report['files']['checkpoint']}")
+    print("verdict          " + ("EXACT: the spiking network reproduces the ANN on every image"
+                                 if report["exact"] else "NOT EXACT: see report.json"))
 
 
 def cmd_list_models(args) -> int:

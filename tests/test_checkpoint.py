@@ -1,0 +1,65 @@
+"""Checkpoints: round trip, atomic writes, and clear errors for damaged or foreign files."""
+
+import json
+
+import pytest
+import torch
+
+from ge2mst import CheckpointError, create_model
+from ge2mst.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+
+
+def test_round_trip_keeps_weights_lambda_and_config(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("ge2mst_cnn_tiny", in_chans=1, T=8, G=2, width=4)
+    with torch.no_grad():
+        model[1].lam.fill_(2.5)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, mean=[0.1], std=[0.3])
+    loaded, config = load_checkpoint(path, model_name="ge2mst_cnn_tiny")
+    assert config["mean"] == [0.1] and config["model_kwargs"]["T"] == 8
+    assert json.loads((tmp_path / "m.json").read_text())["model"] == "ge2mst_cnn_tiny"
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    assert loaded[1].T == 8 and loaded[1].G == 2
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(model.eval()(x), loaded.eval()(x))
+    assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
+
+
+def test_truncated_and_garbage_files(tmp_path):
+    model = create_model("ge2mst_cnn_tiny", in_chans=1, width=4)
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_checkpoint(path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_checkpoint_of_another_model_or_shape(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors",
+                           create_model("ge2mst_cnn_tiny", in_chans=1, width=4))
+    with pytest.raises(CheckpointError, match="holds model"):
+        load_checkpoint(path, model_name="ge2mst_other")
+    with pytest.raises(CheckpointError, match="shape"):
+        load_checkpoint(path, width=8)
+
+
+def test_failed_save_keeps_the_good_checkpoint(tmp_path, monkeypatch):
+    model = create_model("ge2mst_cnn_tiny", in_chans=1, width=4)
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    good = path.read_bytes()
+    import ge2mst.checkpoint as ck
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck.os, "fsync", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(path, create_model("ge2mst_cnn_tiny", in_chans=1, width=4))
+    assert path.read_bytes() == good
+    assert not list(tmp_path.glob("*.tmp"))
