@@ -74,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-mode", choices=("event", "collapsed"), default="event",
                    help="event: layer by layer over T steps of spike trains; collapsed: synapses "
                         "summed over time in one pass")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="arithmetic of both modes (float64: the tight check)")
+    p.add_argument("--reference", choices=("trained", "folded"), default="trained",
+                   help="ANN to compare with: as trained, or with BatchNorm folded (the "
+                        "deployable ANN; bit-identical to --step-mode collapsed in float32)")
     p.add_argument("--calib-images", type=_positive_int, default=256,
                    help="images used to calibrate lambda when no checkpoint is given")
     p.add_argument("--percentile", type=_percentile, default=99.9,
@@ -154,7 +158,7 @@ def cmd_verify(args) -> int:
         calibrate(model, calib, percentile=args.percentile, seed=args.seed)
         calibrated = True
     report = verify(model, batches, step_mode=args.step_mode, form=args.form, dtype=args.dtype,
-                    progress=not args.json)
+                    reference=args.reference, progress=not args.json)
     report = {"model": args.model, "checkpoint": args.checkpoint, "data": args.data,
               "split": args.split, "calibrated": calibrated, "seed": args.seed, **report}
     exact = (report["code_mismatches"] == 0 and report["prediction_agreement"] == 1.0

@@ -121,6 +121,19 @@ def check_input(x: torch.Tensor, spec: tuple[int, int] | None, what: str = "mode
         raise InputError(f"the {what} input contains NaN or infinite values")
 
 
+def fuse_batchnorm(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """The ANN with every BatchNorm folded into the weight layer before it (eval-mode math).
+
+    This is the deployable ANN that `convert` starts from: in float32 the collapsed spiking
+    network calls the same kernels on the same values, so its logits equal this model's bit for
+    bit (the unfolded model differs from it by float rounding of the folding itself).
+    """
+    fused = model if inplace else copy.deepcopy(model)
+    fused.eval()
+    _fold_all_batchnorm(fused)
+    return fused
+
+
 def _fold_all_batchnorm(module: nn.Module) -> None:
     for child in module.children():
         _fold_all_batchnorm(child)

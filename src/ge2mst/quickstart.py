@@ -90,7 +90,9 @@ def _plot(report: dict, path: Path) -> Path | None:
     ax.bar(names, [r["sops"] for r in rows], label="SOPs (spike events x fan-out)")
     ax.bar(names, [r["macs"] for r in rows], bottom=[r["sops"] for r in rows],
            label="MACs (real-valued input)")
-    ax.plot(names, [r["sops_upper_bound"] for r in rows], "k_", ms=20, label="SOP upper bound (G spikes)")
+    spiking = [r for r in rows if r["input"] == "spikes"]
+    ax.scatter([r["name"] for r in spiking], [r["sops_upper_bound"] for r in spiking], marker="_",
+               s=600, color="k", zorder=3, label="SOP upper bound (every neuron at G spikes)")
     ax.set_xlabel("layer")
     ax.set_ylabel("operations per image")
     ax.set_title("operations per layer")

@@ -106,12 +106,12 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Tra
                 for q in model.modules():
                     if hasattr(q, "lam") and isinstance(q.lam, nn.Parameter):
                         q.lam.clamp_(min=1e-3)  # lambda stays positive
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += float((out.argmax(1) == y).sum())
             step += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.3f}", p=f"{p:.2f}")
+                bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.3f}", p=f"{p:.2f}")
         record = {"epoch": epoch + 1, "loss": loss_sum / n, "train_accuracy": correct / n,
                   "p": mixing_fraction(step, total, cfg.ramp_end)}
         history.append(record)
@@ -131,7 +131,7 @@ def _bar(total: int, enabled: bool):
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover
         return None
-    return tqdm(total=total, desc="train", unit="step", leave=False)
+    return tqdm(total=total, desc="train", unit="step", leave=False, disable=None, mininterval=0.5)
 
 
 @torch.no_grad()

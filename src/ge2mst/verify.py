@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .convert import check_input, convert
+from .convert import check_input, convert, fuse_batchnorm
 from .errors import ConfigError
 from .neurons import ExpGIF, IFNeuron
 from .quant import quantizers
@@ -22,12 +22,13 @@ from .quant import quantizers
 #: relative distance to a boundary under which a membrane counts as "near" (per dtype)
 NEAR_TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+REFERENCES = ("trained", "folded")
 
 
 @torch.no_grad()
 def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], *,
            step_mode: str = "event", form: str = "search", dtype: str = "float64",
-           encoding: str = "once", progress: bool = False) -> dict:
+           encoding: str = "once", reference: str = "trained", progress: bool = False) -> dict:
     """Compare ``model`` (ANN mode) with ``convert(model)`` on ``batches`` of (images, labels).
 
     Args:
@@ -36,6 +37,9 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
         step_mode, form, encoding: passed to `convert`.
         dtype: ``"float64"`` (default: both modes in double precision, the tight check) or
             ``"float32"``.
+        reference: the ANN compared with: ``"trained"`` (as trained, BatchNorm separate) or
+            ``"folded"`` (BatchNorm folded, the deployable ANN; with the collapsed step mode in
+            float32 the two agree bit for bit).
 
     Returns:
         a JSON-serialisable dict: images, T, groups, max_abs_diff, max_rel_diff (max over images of
@@ -45,8 +49,12 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
     """
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if reference not in REFERENCES:
+        raise ConfigError(f"reference must be one of {REFERENCES}, got {reference!r}")
     tdtype = DTYPES[dtype]
     ann = copy.deepcopy(model).eval().to(tdtype)
+    if reference == "folded":
+        ann = fuse_batchnorm(ann, inplace=True)
     snn = convert(ann, form=form, step_mode=step_mode, encoding=encoding).to(tdtype)
     quants = dict(quantizers(ann))
     ann_codes: dict[str, torch.Tensor] = {}
@@ -81,6 +89,7 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
         "form": form,
         "encoding": encoding,
         "dtype": dtype,
+        "reference": reference,
     }
     return report
 
@@ -96,7 +105,7 @@ def _progress(iterable, desc: str):
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return iterable
-    return tqdm(iterable, desc=desc, unit="batch", leave=False)
+    return tqdm(iterable, desc=desc, unit="batch", leave=False, disable=None)
 
 
 class _Stats:

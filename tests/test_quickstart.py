@@ -1,0 +1,40 @@
+"""The README's main job: train on the embedded digits, convert, verify, report."""
+
+import json
+
+from ge2mst.cli import main
+
+
+def test_quickstart_default_trains_converts_and_is_exact(tmp_path, capsys):
+    out = tmp_path / "qs"
+    code = main(["quickstart", "--out", str(out), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    v = report["verify"]
+    assert v["ann_accuracy"] >= 0.90  # the embedded default really learns
+    assert v["snn_accuracy"] == v["ann_accuracy"]
+    assert v["prediction_agreement"] == 1.0 and v["code_mismatches"] == 0
+    assert v["max_spikes_per_neuron"] <= report["groups"]
+    assert report["history"][-1]["p"] == 1.0  # the last epochs train the converted network
+    e = report["energy"]
+    assert e["sops"] > 0 and e["energy_mj"] < e["ann_energy_mj"]
+    assert e["sops"] <= e["sops_upper_bound"]
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["verify"] == v
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "ge2mst_cnn_tiny.safetensors").is_file()
+    # the saved checkpoint verifies again from the command line
+    code = main(["verify", "--checkpoint", str(out / "ge2mst_cnn_tiny.safetensors"),
+                 "--data", "digits", "--json", "--strict"])
+    again = json.loads(capsys.readouterr().out)
+    assert code == 0 and again["snn_accuracy"] == v["snn_accuracy"]
+
+
+def test_quickstart_is_repeatable_with_a_seed(tmp_path, capsys):
+    reports = []
+    for run in ("a", "b"):
+        main(["quickstart", "--out", str(tmp_path / run), "--epochs", "2", "--train-limit", "200",
+              "--limit", "100", "--json", "--seed", "3"])
+        reports.append(json.loads(capsys.readouterr().out))
+    assert reports[0]["history"] == reports[1]["history"]
+    assert reports[0]["energy"]["sops"] == reports[1]["energy"]["sops"]
