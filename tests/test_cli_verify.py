@@ -141,3 +141,23 @@ def test_truncated_checkpoint_is_a_clear_error(capsys, tmp_path):
 def test_list_models(capsys):
     code, out, _ = run(capsys, "list-models")
     assert code == 0 and "ge2mst_cnn_tiny" in out.split()
+
+
+@needs_cifar
+@pytest.mark.cifar
+@pytest.mark.parametrize("model,limit,mode", [
+    ("ge2mst_cifar_tiny", 512, "event"),
+    ("ge2mst_cifar_small", 32, "collapsed"),
+    ("ge2mst_cifar_base", 16, "collapsed"),
+    ("ge2mst_cifar_large", 16, "collapsed"),
+])
+def test_verify_ge2mst_cifar_variants_on_real_images(capsys, cache_dir, model, limit, mode):
+    """All 512 images for every variant, event mode: benchmarks/verify_models.py (RESULTS.md)."""
+    code, out, _ = run(capsys, "verify", "--model", model, "--data", str(CIFAR), "--data-dir",
+                       cache_dir, "--limit", str(limit), "--step-mode", mode, "--batch-size", "16",
+                       "--json", "--strict")
+    report = json.loads(out)
+    assert code == 0 and report["images"] == limit
+    assert report["prediction_agreement"] == 1.0 and report["code_mismatches"] == 0
+    assert report["max_rel_diff"] <= 1e-5 and report["illegal_patterns"] == 0
+    assert report["max_spikes_per_neuron"] == 2

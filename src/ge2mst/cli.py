@@ -107,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=cmd_quickstart)
 
+    p = sub.add_parser("info", help="parameters, MACs, SOPs upper bound, tokens and attention "
+                                    "groups per stage of a model")
+    p.add_argument("--model", default="ge2mst_small")
+    p.add_argument("--img-size", type=_positive_int, default=None,
+                   help="input side (default: the model's, e.g. 224 or 32)")
+    p.add_argument("--in-chans", type=_positive_int, default=3)
+    p.add_argument("--num-classes", type=_positive_int, default=None)
+    p.add_argument("--T", type=_positive_int, default=4)
+    p.add_argument("--groups", "-G", type=_positive_int, default=2)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
     p = sub.add_parser("list-models", help="list the registered models")
     p.add_argument("pattern", nargs="?", default="*")
     p.set_defaults(func=cmd_list_models)
@@ -213,6 +225,30 @@ def _print_summary(report: dict) -> None:
           f"{report['files']['checkpoint']}")
     print("verdict          " + ("EXACT: the spiking network reproduces the ANN on every image"
                                  if report["exact"] else "NOT EXACT: see report.json"))
+
+
+def cmd_info(args) -> int:
+    from .info import model_info
+    from .models import create_model
+
+    kwargs = {"T": args.T, "G": args.groups, "in_chans": args.in_chans}
+    if args.num_classes is not None:
+        kwargs["num_classes"] = args.num_classes
+    model = create_model(args.model, **kwargs)
+    size = args.img_size or getattr(model, "img_size", 32)
+    info = {"model": args.model, **model_info(model, (args.in_chans, size, size))}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{args.model}: {info['params']:,} parameters, input {size}x{size}, T={info['T']}, "
+          f"G={info['G']}")
+    print(f"  ANN MACs per image          {info['macs']:,.0f}")
+    print(f"  SOPs upper bound per image  {info['sops_upper_bound']:,.0f}")
+    for a in info["attention"]:
+        print(f"  {a['module']:<28} {a['type']:<6} {a['map'][0]}x{a['map'][1]} tokens, "
+              f"{a['groups']} groups of {a['tokens_per_group']}, {a['heads']} heads "
+              f"({a['global_heads']} global)")
+    return 0
 
 
 def cmd_list_models(args) -> int:

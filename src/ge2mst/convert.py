@@ -9,7 +9,7 @@
 3. wraps every weight layer in a `Synapse` and every stateless linear module in a
    `TimeDistributed`, so that the network consumes T x B x ... spike trains;
 4. lets a module that knows better convert itself: any module with a method
-   ``to_spiking(options) -> nn.Module`` is replaced by what that method returns.
+   ``to_spiking(options, name) -> nn.Module`` is replaced by what that method returns.
 
 Anything that a spiking network cannot reproduce exactly (ReLU, max-pooling, LayerNorm, a
 BatchNorm with nothing to fold into, a quantizer still mixing with p < 1) stops the conversion
@@ -147,7 +147,8 @@ def _fold_all_batchnorm(module: nn.Module) -> None:
                 module._modules[b] = nn.Identity()
 
 
-def _neuron_for(q: Quantizer, options: ConversionOptions, name: str) -> nn.Module:
+def neuron_for(q: Quantizer, options: ConversionOptions, name: str) -> nn.Module:
+    """The spiking neuron that reproduces quantizer ``q`` (named ``name`` in errors)."""
     if q.p < 1.0:
         raise ConversionError(
             f"quantizer {name!r} still mixes ClipReLU and ExpG (p = {q.p:g}); only a fully "
@@ -167,9 +168,9 @@ def _swap(module: nn.Module, options: ConversionOptions, prefix: str) -> None:
     for name, child in list(module.named_children()):
         path = f"{prefix}{name}"
         if hasattr(child, "to_spiking"):
-            new = child.to_spiking(options)
+            new = child.to_spiking(options, path)
         elif isinstance(child, Quantizer):
-            new = _neuron_for(child, options, path)
+            new = neuron_for(child, options, path)
         elif isinstance(child, (nn.Conv2d, nn.Linear)):
             new = Synapse(child)
         elif isinstance(child, nn.modules.batchnorm._BatchNorm):

@@ -8,6 +8,9 @@ For every `Synapse` (converted Conv2d / Linear) the input of each time step is c
   computed as a convolution of the event-count map with an all-ones kernel);
 - real values (pixels, averages of spikes): the step costs the layer's full multiply-accumulates.
 
+Attention products between two spike-coded matrices (GW-SSA, SSA) are counted as spike-pair
+coincidences, sum_{i,j,d} n_q(i,d) n_k(j,d) with n the spikes per element, one accumulate each.
+
 Energy uses the 45 nm figures of the field: 0.9 pJ per accumulate, 4.6 pJ per MAC (``PRESETS``).
 The ANN reference counts every weight layer's MACs once per image.
 """
@@ -94,11 +97,19 @@ def count_operations(snn: SpikingNetwork, batches: Iterable[torch.Tensor],
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in synapses.items()]
+    attention = {n: m for n, m in snn.body.named_modules() if hasattr(m, "last_ops")}
     spikes = neurons = 0
     try:
         for x in batches:
             snn(x, record=True)
             images += x.shape[0]
+            for name, module in attention.items():
+                ops = module.last_ops
+                row = rows.setdefault(name, {"name": name, "input": "spike pairs", "sops": 0.0,
+                                             "macs": 0, "sops_upper_bound": 0.0})
+                row["sops"] += (ops["qk_coincidences"] + ops["av_coincidences"]) * ops["images"]
+                row["sops_upper_bound"] = ops["coincidences_upper_bound"]
+                row["ann_macs"] = ops["ann_macs"]
             for _, neuron in snn.neurons():
                 s = neuron.last_spikes
                 spikes += int(s.abs().sum())

@@ -164,21 +164,33 @@ class ExpGIF(SpikingNeuron):
         """delta * n(s): the value a spike train stands for, rounded once to ``dtype``."""
         return (self.delta64 * self.book.code_of(spikes).to(torch.float64)).to(dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def spike(self, x: torch.Tensor) -> torch.Tensor:
+        """Integrate the input (T x B x ... currents in event mode, the membrane in collapsed mode),
+        fire, record if asked, and return the spike trains (int8, T x B x ...)."""
         self._check_input(x)
+        membrane = x.detach().to(torch.float64)
         if self.step_mode == "collapsed":
             if self.online:
                 raise ConfigError("online firing needs the event step mode")
-            spikes = self.fire(x)
-            self._remember(spikes, x.detach().to(torch.float64))
-            return self.decode(spikes, x.dtype)
-        if self.online:
-            spikes = self._fire_online(x)
-            membrane = x.detach().to(torch.float64).sum(0)
-        else:
-            membrane = x.detach().to(torch.float64).sum(0)
             spikes = self.fire(membrane)
+        else:
+            spikes = self._fire_online(x) if self.online else None
+            membrane = membrane.sum(0)
+            if spikes is None:
+                spikes = self.fire(membrane)
         self._remember(spikes, membrane)
+        return spikes
+
+    def spike_membrane(self, membrane: torch.Tensor) -> torch.Tensor:
+        """Fire from a whole-window membrane given directly (any step mode); record if asked."""
+        spikes = self.fire(membrane)
+        self._remember(spikes, membrane.detach().to(torch.float64))
+        return spikes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spikes = self.spike(x)
+        if self.step_mode == "collapsed":
+            return self.decode(spikes, x.dtype)
         theta = self.thresholds().to(x.device).view(-1, *([1] * (x.dim() - 1)))
         return (spikes.to(torch.float64) * theta).to(x.dtype)
 

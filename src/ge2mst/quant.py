@@ -100,6 +100,8 @@ class Quantizer(nn.Module):
         p: mixing fraction of the progressive schedule (1 = fully quantized, convertible).
         bypass: when True the module acts as ReLU (unsigned) or identity (signed); used by
             calibration to look at the unclipped pre-activations.
+        record: when True, every call of `forward` (at p = 1) and of `codes` keeps the integer
+            codes it chose in ``last_codes``; `ge2mst.verify` compares them with the spikes.
     """
 
     signed: bool = False
@@ -110,6 +112,8 @@ class Quantizer(nn.Module):
         self.lam = nn.Parameter(torch.tensor(_check_lambda(lam)), requires_grad=learn_lambda)
         self.p = p
         self.bypass = False
+        self.record = False
+        self.last_codes: torch.Tensor | None = None
 
     @property
     def p(self) -> float:
@@ -132,6 +136,8 @@ class Quantizer(nn.Module):
         lam = self.lam
         q = quantize(x, lam, self.book, self.signed)
         if self._p >= 1.0:
+            if self.record:
+                self.last_codes = quantize_codes(x, lam, self.book, self.signed)
             return q
         low = -lam if self.signed else torch.zeros_like(lam)
         clipped = torch.minimum(torch.maximum(x, low.to(x.dtype)), lam.to(x.dtype))
@@ -139,7 +145,10 @@ class Quantizer(nn.Module):
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """Integer codes of ``x`` (what the spiking neuron encodes in its spike pattern)."""
-        return quantize_codes(x, self.lam, self.book, self.signed)
+        codes = quantize_codes(x, self.lam, self.book, self.signed)
+        if self.record:
+            self.last_codes = codes
+        return codes
 
     def extra_repr(self) -> str:
         return f"{self.book.describe()}, lam={float(self.lam.detach()):.4g}, p={self._p:g}"

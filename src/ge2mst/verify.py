@@ -57,8 +57,8 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
         ann = fuse_batchnorm(ann, inplace=True)
     snn = convert(ann, form=form, step_mode=step_mode, encoding=encoding).to(tdtype)
     quants = dict(quantizers(ann))
-    ann_codes: dict[str, torch.Tensor] = {}
-    handles = [q.register_forward_hook(_code_hook(name, ann_codes)) for name, q in quants.items()]
+    for q in quants.values():
+        q.record = True
     stats = _Stats(tol=NEAR_TOLERANCE[tdtype])
     input_spec = snn.input_spec
     it = batches
@@ -68,14 +68,17 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
         for images, labels in it:
             x = images.to(tdtype)
             check_input(x, input_spec)
+            for q in quants.values():
+                q.last_codes = None
             a = ann(x)
             s = snn(x, record=True)
             stats.update_logits(a, s, labels)
             for name, neuron in snn.neurons():
-                stats.update_neuron(name, neuron, ann_codes.get(name))
+                q = quants.get(name)
+                stats.update_neuron(name, neuron, q.last_codes if q is not None else None)
     finally:
-        for h in handles:
-            h.remove()
+        for q in quants.values():
+            q.record, q.last_codes = False, None
         snn.set_recording(False)
     expg = [n for _, n in snn.neurons() if isinstance(n, ExpGIF)]
     groups = sorted({n.G for n in expg})
@@ -92,12 +95,6 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
         "reference": reference,
     }
     return report
-
-
-def _code_hook(name: str, store: dict[str, torch.Tensor]):
-    def hook(module, args, output):
-        store[name] = module.codes(args[0])
-    return hook
 
 
 def _progress(iterable, desc: str):

@@ -1,6 +1,6 @@
 """Registered models. Importing this package registers every builder."""
 
-from . import cnn  # noqa: F401  (registers the CNN models)
+from . import cnn, ge2mst  # noqa: F401  (registers the models)
 from .registry import create_model, list_models, register_model
 
 __all__ = ["create_model", "list_models", "register_model"]

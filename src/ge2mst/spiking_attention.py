@@ -1,0 +1,102 @@
+"""The converted (spiking) GW-SSA / SSA.
+
+Q, K and V are emitted as ternary spike trains by signed ExpG-IF neurons; the attention products
+are computed once per inference on the codes read from those spike trains (time-collapsed, as
+METHOD.md section 5 defines), with `exact_group_attention`, the very function the ANN evaluates;
+the attention matrix is emitted as spikes by an ExpG-IF neuron in place of softmax. The integer
+output O = na nv enters the output projection as one input window (step 1 in event mode).
+
+While recording, the module also counts the spike-pair coincidences of the two products (the
+accumulates a multiplication-free implementation performs), their upper bound (every neuron at its
+cap G) and the multiply-accumulates the ANN spends on them, in ``last_ops``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import GWSSA, GroupedAttention, attention_spacings, exact_group_attention
+from .layers import Synapse, fold_batchnorm
+from .neurons import ExpGIF
+
+
+def _folded(conv_bn: nn.Module) -> nn.Module:
+    """The Conv2d of a `ConvBN` with its BatchNorm folded (conversion may have folded it already)."""
+    if isinstance(conv_bn.bn, nn.modules.batchnorm._BatchNorm):
+        return fold_batchnorm(conv_bn.conv, conv_bn.bn)
+    return conv_bn.conv
+
+
+class SpikingGWSSA(GroupedAttention):
+    """Spiking GW-SSA built from a trained `GWSSA` by `from_ann` (called by `ge2mst.convert`)."""
+
+    def __init__(self, dim: int, heads: int, global_ratio: float, k: int | None,
+                 window: int | None) -> None:
+        super().__init__(dim, heads, global_ratio, k, window)
+        self.step_mode = "event"
+        self.last_ops: dict | None = None
+
+    @classmethod
+    def from_ann(cls, ann: GWSSA, options, name: str = "") -> SpikingGWSSA:
+        from .convert import neuron_for
+
+        net = cls(ann.dim, ann.heads, ann.global_ratio, ann.k, ann.window)
+        net.scale = ann.scale
+        for part in ("q_conv", "k_conv", "v_conv", "proj"):
+            setattr(net, part, Synapse(_folded(getattr(ann, part))))
+        net.conv = Synapse(_folded(ann.conv)) if ann.conv is not None else None
+        for part in ("q_act", "k_act", "v_act", "attn_act"):
+            neuron = neuron_for(getattr(ann, part), options, f"{name}.{part}")
+            if not isinstance(neuron, ExpGIF) or neuron.online:
+                raise TypeError("spiking attention needs whole-window ExpG-IF neurons")
+            setattr(net, part, neuron)
+        return net
+
+    def _codes(self, neuron: ExpGIF, currents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spikes = neuron.spike(currents)
+        return spikes, neuron.book.code_of(spikes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sq, nq = self._codes(self.q_act, self.q_conv(x))
+        sk, nk = self._codes(self.k_act, self.k_conv(x))
+        sv, nv = self._codes(self.v_act, self.v_conv(x))
+        attn_spikes = {}
+
+        def attn_codes(scores: torch.Tensor) -> torch.Tensor:
+            spikes = self.attn_act.spike_membrane(scores)
+            attn_spikes["s"] = spikes
+            return self.attn_act.book.code_of(spikes)
+
+        score_scale, out_scale = attention_spacings(self.q_act, self.k_act, self.v_act,
+                                                    self.attn_act, self.scale)
+
+        def op(a, b, c):
+            return exact_group_attention(a, b, c, score_scale, attn_codes, out_scale)[0]
+
+        H, W = nq.shape[-2:]
+        out = self.attend(nq, nk, nv, op).to(x.dtype)
+        if self.q_act.record:
+            self.last_ops = self._count(sq, sk, sv, attn_spikes["s"], H, W)
+        if self.step_mode == "event":
+            window = out.new_zeros((x.shape[0], *out.shape))
+            window[0] = out
+            out = window
+        out = self.proj(out)
+        if self.conv is not None:
+            out = out + self.conv(x)
+        return out
+
+    @torch.no_grad()
+    def _count(self, sq, sk, sv, sa, H: int, W: int) -> dict:
+        """Per image: spike-pair coincidences of Q K^T and A V, their upper bound, ANN MACs."""
+        cq, ck, cv = (self.grouped(s.abs().to(torch.float64).sum(0)) for s in (sq, sk, sv))
+        ca = sa.abs().to(torch.float64).sum(0)  # B x heads x groups x n x n
+        qk = float((cq.sum(-2) * ck.sum(-2)).sum())  # sum_{i,j,d} cq(i,d) ck(j,d) per group
+        av = float((ca @ cv).sum())
+        B, h, g, n, d = cq.shape
+        macs = h * g * n * n * d  # per image, for each of the two products
+        caps = (self.q_act.G * self.k_act.G, self.attn_act.G * self.v_act.G)
+        return {"images": B, "qk_coincidences": qk / B, "av_coincidences": av / B,
+                "coincidences_upper_bound": (caps[0] + caps[1]) * macs, "ann_macs": 2 * macs,
+                "groups": g, "tokens_per_group": n}
