@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ge2mst import ExpGQuant, calibrate, convert
+from ge2mst import ExpGQuant, QCFSQuant, calibrate, convert
 from ge2mst.energy import count_operations, dense_macs, event_sops
 
 
@@ -40,7 +40,7 @@ def test_network_totals_and_real_inputs_counted_as_macs():
     first, last = report["per_layer"]
     assert first["input"] == "real"  # pixels are never counted as cheap accumulates
     assert first["macs"] == 4 * 36 * 9 and first["sops"] == 0
-    assert last["input"] == "spikes"
+    assert last["input"] == "weighted spikes"  # ExpG: binary events, amplitude 2**(T-1-t) delta
     # hand count from the recorded spikes: each event reaches all 3 outputs of the linear layer
     snn(x, record=True)
     spikes = next(iter(snn.spike_trains().values()))
@@ -60,6 +60,127 @@ def test_a_real_valued_tensor_in_a_middle_layer_is_reported_as_macs():
     calibrate(model, [x])
     report = count_operations(convert(model.eval()), [x])
     by_input = [r["input"] for r in report["per_layer"]]
-    # average pooling of spikes gives real values: the linear layer is charged MACs, not SOPs
-    assert by_input == ["real", "real"]
+    # average pooling of spikes gives integer multiples of a quantum: charged MACs, not SOPs
+    assert by_input == ["real", "integers"]
     assert report["per_layer"][1]["macs"] > 0 and report["per_layer"][1]["sops"] == 0
+
+
+# ---- input classes, attention products, neuron updates -----------------------------------------
+def test_input_classes():
+    from ge2mst.energy import classify_input
+
+    binary = torch.zeros(4, 2, 5)
+    binary[0, 0, 1] = binary[2, 1, 3] = 0.5
+    assert classify_input(binary) == "binary spikes"
+    ternary = binary.clone()
+    ternary[1, 0, 0] = -0.5
+    assert classify_input(ternary) == "ternary spikes"
+    weighted = binary.clone()
+    weighted[3, 0, 0] = 0.0625  # another step, another power-of-two amplitude
+    assert classify_input(weighted) == "weighted spikes"
+    integers = torch.zeros(4, 2, 5)
+    integers[0, 0, :3] = torch.tensor([0.25, 0.75, 1.5])
+    assert classify_input(integers) == "integers"
+    assert classify_input(torch.randn(4, 2, 5)) == "real"
+
+
+def test_attention_product_between_two_known_spike_matrices():
+    from ge2mst.energy import spike_pair_coincidences
+
+    # spike counts per element (tokens x dims) of Q and K inside one group
+    cq = torch.tensor([[1, 0, 2], [0, 1, 1]])
+    ck = torch.tensor([[1, 1, 0], [2, 0, 1], [0, 1, 1]])
+    # by hand: sum_{i,j,d} cq[i,d] ck[j,d] = d0: (1+0)(1+2+0) + d1: (0+1)(1+0+1) + d2: (2+1)(0+1+1)
+    assert float(spike_pair_coincidences(cq, ck)) == 3 + 2 + 6
+    brute = sum(int(cq[i, d]) * int(ck[j, d]) for i in range(2) for j in range(3) for d in range(3))
+    assert brute == 11
+
+
+def test_neuron_updates_by_form():
+    from ge2mst import ExpGIF, IFNeuron
+    from ge2mst.energy import neuron_updates
+
+    # T = 4, G = 2, groups {1,2} {3,4}; three neurons: 0110, 1000, 0000
+    spikes = torch.tensor([[0, 1, 0], [1, 0, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.int8)
+    search = neuron_updates(ExpGIF(4, 2, 1.0, form="search"), spikes)
+    assert search == {"adds": 9, "comparisons": 3 * 4, "resets": 0}  # ceil(log2 9) = 4
+    seq = neuron_updates(ExpGIF(4, 2, 1.0, form="sequential"), spikes)
+    # comparisons until each group fires: 0110 -> 2 + 1, 1000 -> 1 + 2, 0000 -> 2 + 2
+    assert seq == {"adds": 9, "comparisons": 10, "resets": 3}
+    vanilla = neuron_updates(IFNeuron(4, 1.0), spikes)
+    assert vanilla == {"adds": 12, "comparisons": 12, "resets": 3}
+
+
+def test_spike_statistics_per_layer():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), ExpGQuant(4, 2), nn.Flatten(1),
+                          nn.Linear(4 * 36, 3))
+    x = torch.randn(8, 1, 6, 6)
+    calibrate(model, [x])
+    snn = convert(model.eval())
+    report = count_operations(snn, [x])
+    (row,) = report["neurons"]
+    snn(x, record=True)
+    counts = next(iter(snn.spike_trains().values())).abs().sum(0)
+    assert row["neurons"] == 4 * 36 and row["cap"] == 2
+    assert row["mean_spikes"] == pytest.approx(float(counts.float().mean()))
+    assert row["fraction_at_cap"] == pytest.approx(float((counts == 2).float().mean()))
+    assert sum(row["histogram"]) == pytest.approx(1.0)
+    assert row["histogram"][2] == pytest.approx(row["fraction_at_cap"])
+    assert report["max_spikes_per_neuron"] == int(counts.max())
+    assert report["spikes_per_image"] == pytest.approx(float(counts.sum()) / 8)
+
+
+def test_synaptic_operations_equal_spikingjelly_on_binary_spikes():
+    """Cross-check with SpikingJelly 2.x's SynOpCounter (optional extra; skipped without it)."""
+    sj = pytest.importorskip("spikingjelly.activation_based.op_counter",
+                             reason="SpikingJelly 2.x not installed (pip install --no-deps "
+                                    "spikingjelly loguru)")
+    from ge2mst import create_model
+
+    torch.manual_seed(0)
+    T = 4
+    model = create_model("ge2mst_cnn_tiny", in_chans=3, T=T, G=1, quantizer="qcfs", width=8)
+    x = torch.randn(8, 3, 16, 16)
+    calibrate(model, [x])
+    for _, q in model.named_modules():
+        if isinstance(q, QCFSQuant):
+            q.lam.data.fill_(float(T))  # spike amplitude lam / T = 1: truly binary 0/1 spikes
+    snn = convert(model.eval(), encoding="repeat")
+    report = count_operations(snn, [x])
+    ours = sum(r["sops"] for r in report["per_layer"] if r["input"] == "binary spikes") * 8
+    counter = sj.SynOpCounter()
+    with torch.no_grad(), sj.DispatchCounterMode([counter]):
+        snn(x)
+    assert ours == counter.get_total() > 0
+
+
+def test_energy_command_json_plot_and_markdown(tmp_path, capsys):
+    import json
+
+    from ge2mst.cli import main
+
+    plot, table = tmp_path / "fig.png", tmp_path / "table.md"
+    code = main(["energy", "--data", "digits", "--limit", "32", "--json", "--plot", str(plot),
+                 "--markdown", str(table)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["images"] == 32
+    for key in ("sops", "macs", "energy_mj", "ann_energy_mj", "firing_rate",
+                "max_spikes_per_neuron", "sops_upper_bound", "per_layer"):
+        assert key in report
+    assert report["sops"] == pytest.approx(sum(r["sops"] for r in report["per_layer"]))
+    assert report["macs"] == pytest.approx(sum(r["macs"] for r in report["per_layer"]))
+    assert report["sops_upper_bound"] == pytest.approx(
+        sum(r["sops_upper_bound"] for r in report["per_layer"]))
+    assert report["energy_mj"] == pytest.approx(
+        (report["sops"] * 0.9 + report["macs"] * 4.6) * 1e-9)
+    assert {r["input"] for r in report["per_layer"]} >= {"real", "weighted spikes"}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    assert Image.open(plot).size[0] > 1000  # two panels side by side
+    text = table.read_text()
+    assert "**total per image**" in text and f"{report['sops']:,.0f}" in text
+    code = main(["energy", "--data", "digits", "--limit", "8", "--json", "--preset", "45nm-int8"])
+    int8 = json.loads(capsys.readouterr().out)
+    assert int8["pj_per_mac"] == 0.23 and int8["energy_mj"] < report["energy_mj"]

@@ -13,6 +13,7 @@ import sys
 import torch
 
 from . import __version__
+from .energy import PRESETS
 from .errors import Ge2msError
 
 
@@ -58,6 +59,18 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str = "ge2mst_cnn
                    help="temporal groups G, dividing T (default: 2, or the checkpoint's)")
 
 
+def _add_run_args(p: argparse.ArgumentParser, limit: int = 512) -> None:
+    """Model, data and calibration options shared by the commands that run a model on images."""
+    _add_model_args(p)
+    _add_data_args(p, limit=limit)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--calib-images", type=_positive_int, default=256,
+                   help="images used to calibrate lambda when no checkpoint is given")
+    p.add_argument("--percentile", type=_percentile, default=99.9,
+                   help="calibration percentile of the pre-activations (default: 99.9)")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ge2mst",
@@ -66,9 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("verify", help="compare a model's ANN and converted SNN outputs on images")
-    _add_model_args(p)
-    _add_data_args(p, limit=512)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    _add_run_args(p)
     p.add_argument("--form", choices=("search", "sequential"), default="search",
                    help="ExpG-IF firing form: binary search (A) or sequential IF dynamics (B)")
     p.add_argument("--step-mode", choices=("event", "collapsed"), default="event",
@@ -79,15 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", choices=("trained", "folded"), default="trained",
                    help="ANN to compare with: as trained, or with BatchNorm folded (the "
                         "deployable ANN; bit-identical to --step-mode collapsed in float32)")
-    p.add_argument("--calib-images", type=_positive_int, default=256,
-                   help="images used to calibrate lambda when no checkpoint is given")
-    p.add_argument("--percentile", type=_percentile, default=99.9,
-                   help="calibration percentile of the pre-activations (default: 99.9)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 unless every neuron's code and prediction agree")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("energy", help="count SOPs, MACs, spikes and energy per image from the "
+                                      "spikes a converted model emits")
+    _add_run_args(p, limit=64)
+    p.add_argument("--form", choices=("search", "sequential"), default="search",
+                   help="ExpG-IF firing form (changes the neuron comparisons, not the spikes)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="45nm-fp32",
+                   help="energy per accumulate / per MAC (default: 45nm-fp32, 0.9 / 4.6 pJ)")
+    p.add_argument("--plot", default=None, help="write a PNG: cumulative SOPs and upper bound, "
+                   "firing rate per layer")
+    p.add_argument("--markdown", default=None, help="write the per-layer table as markdown")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_energy)
 
     p = sub.add_parser("quickstart", help="train a small ExpG network, convert it, verify it "
                        "and report its energy (the embedded default runs in minutes on a CPU)")
@@ -145,10 +164,10 @@ def load_model_for(args, data) -> tuple[torch.nn.Module, dict]:
     return model, {}
 
 
-def cmd_verify(args) -> int:
+def prepare_run(args):
+    """Data, model (checkpoint, or built and calibrated on the images) and normalised batches."""
     from .calibrate import calibrate
     from .data import load_dataset, normalize
-    from .verify import verify
 
     torch.manual_seed(args.seed)
     data = load_dataset(args.data, split=args.split, limit=args.limit, seed=args.seed,
@@ -159,8 +178,8 @@ def cmd_verify(args) -> int:
     else:
         mean, std = data.channel_stats()
     batches = [(normalize(x, mean, std), y) for x, y in data.batches(args.batch_size)]
-    calibrated = False
-    if not args.checkpoint:
+    calibrated = not args.checkpoint
+    if calibrated:
         calib, left = [], args.calib_images
         for x, _ in batches:
             if left <= 0:
@@ -168,11 +187,18 @@ def cmd_verify(args) -> int:
             calib.append(x[:left])
             left -= x.shape[0]
         calibrate(model, calib, percentile=args.percentile, seed=args.seed)
-        calibrated = True
+    header = {"model": args.model, "checkpoint": args.checkpoint, "data": args.data,
+              "split": args.split, "calibrated": calibrated, "seed": args.seed}
+    return model, batches, header
+
+
+def cmd_verify(args) -> int:
+    from .verify import verify
+
+    model, batches, header = prepare_run(args)
     report = verify(model, batches, step_mode=args.step_mode, form=args.form, dtype=args.dtype,
                     reference=args.reference, progress=not args.json)
-    report = {"model": args.model, "checkpoint": args.checkpoint, "data": args.data,
-              "split": args.split, "calibrated": calibrated, "seed": args.seed, **report}
+    report = {**header, **report}
     exact = (report["code_mismatches"] == 0 and report["prediction_agreement"] == 1.0
              and report["illegal_patterns"] == 0)
     report["exact"] = exact
@@ -181,6 +207,30 @@ def cmd_verify(args) -> int:
     else:
         _print_table(report)
     return 1 if (args.strict and not exact) else 0
+
+
+def cmd_energy(args) -> int:
+    from .convert import convert
+    from .energy import count_operations, plot_report, to_markdown
+
+    model, batches, header = prepare_run(args)
+    snn = convert(model.eval(), form=args.form)
+    report = {**header, "T": snn.T, **count_operations(snn, [x for x, _ in batches],
+                                                       preset=args.preset)}
+    if args.plot:
+        plot_report(report, args.plot, title=f"{args.model} on {report['images']} images of "
+                                               f"{args.data}")
+        report["plot"] = args.plot
+    table = to_markdown(report)
+    if args.markdown:
+        from .checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(args.markdown, (table + "\n").encode())
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(table)
+    return 0
 
 
 def _print_table(report: dict) -> None:

@@ -2,17 +2,26 @@
 
 For every `Synapse` (converted Conv2d / Linear) the input of each time step is classified:
 
-- spike events: every nonzero entry of the step has the same magnitude (theta_t, the amplitude of
-  that step's binary or ternary spikes). Each event costs one accumulate per synapse it reaches:
-  SOPs = sum over events of the real fan-out of that input position (padding edges included:
-  computed as a convolution of the event-count map with an all-ones kernel);
-- real values (pixels, averages of spikes): the step costs the layer's full multiply-accumulates.
+- ``binary spikes``: every nonzero entry of every step is the same positive value (vanilla IF);
+- ``ternary spikes``: the same magnitude with either sign;
+- ``weighted spikes``: binary or ternary within each step, with a step-dependent amplitude
+  (ExpG-IF: theta_t = delta * 2**(T-1-t), an accumulate of a weight shifted by a power of two);
+- ``integers``: integer multiples of one quantum (averages of spikes, attention outputs);
+- ``real``: anything else (pixels).
 
+Events (the three spike classes) cost one accumulate per synapse they reach: SOPs = sum over
+events of the real fan-out of that input position, padding edges included (a convolution of the
+event-count map with an all-ones kernel). Integer and real inputs are charged the layer's full
+multiply-accumulates once per inference (the layer is linear, so it sums its input window and
+multiplies once, as the ANN does): a real value is never counted as a cheap accumulate.
 Attention products between two spike-coded matrices (GW-SSA, SSA) are counted as spike-pair
-coincidences, sum_{i,j,d} n_q(i,d) n_k(j,d) with n the spikes per element, one accumulate each.
+coincidences, sum_{i,j,d} n_q(i,d) n_k(j,d), n the spikes per element.
 
-Energy uses the 45 nm figures of the field: 0.9 pJ per accumulate, 4.6 pJ per MAC (``PRESETS``).
-The ANN reference counts every weight layer's MACs once per image.
+Neuron updates are reported apart from synaptic operations: additions to integrate the window,
+comparisons to fire (binary search: ceil(log2 M); sequential form: one per step of a group not yet
+fired; vanilla IF: one per step) and spikes.
+
+Energy presets give picojoules per accumulate and per multiply-accumulate.
 """
 
 from __future__ import annotations
@@ -25,12 +34,15 @@ from torch import nn
 from .convert import SpikingNetwork
 from .errors import ConfigError
 from .layers import Synapse
+from .neurons import IFNeuron
 
-#: energy per operation in picojoules: (accumulate, multiply-accumulate)
+#: energy per operation in picojoules. 45 nm figures (Horowitz, ISSCC 2014) as used across the
+#: field: FP32 add 0.9, FP32 multiply 3.7 (MAC 4.6); INT8 add 0.03, INT8 multiply 0.2 (MAC 0.23).
 PRESETS = {
     "45nm-fp32": {"ac_pj": 0.9, "mac_pj": 4.6},
-    "45nm-int8": {"ac_pj": 0.03, "mac_pj": 0.2},
+    "45nm-int8": {"ac_pj": 0.03, "mac_pj": 0.23},
 }
+EVENT_CLASSES = ("binary spikes", "ternary spikes", "weighted spikes")
 
 
 def dense_macs(layer: nn.Module, out_shape: torch.Size) -> int:
@@ -52,9 +64,54 @@ def event_sops(layer: nn.Module, counts: torch.Tensor) -> torch.Tensor:
     return counts.to(torch.float64).flatten(1).sum(1) * layer.out_features
 
 
-def _is_spike_step(step: torch.Tensor) -> bool:
-    nz = step[step != 0].abs()
-    return nz.numel() == 0 or bool((nz == nz[0]).all())
+def spike_pair_coincidences(cq: torch.Tensor, ck: torch.Tensor) -> torch.Tensor:
+    """sum_{i,j,d} cq[..., i, d] * ck[..., j, d] over the last two axes (spike counts per element)."""
+    return (cq.to(torch.float64).sum(-2) * ck.to(torch.float64).sum(-2)).sum(-1)
+
+
+def classify_input(x: torch.Tensor) -> str:
+    """Class of a T x B x ... input of a weight layer (see the module docstring)."""
+    magnitudes = set()
+    signed = False
+    for t in range(x.shape[0]):
+        nz = x[t][x[t] != 0]
+        if nz.numel() == 0:
+            continue
+        mag = nz.abs()
+        if not bool((mag == mag[0]).all()):
+            return _integers_or_real(x)
+        magnitudes.add(float(mag[0]))
+        signed = signed or bool((nz < 0).any())
+    if len(magnitudes) > 1:
+        return "weighted spikes"
+    return "ternary spikes" if signed else "binary spikes"
+
+
+def _integers_or_real(x: torch.Tensor) -> str:
+    nz = x[x != 0].abs().to(torch.float64)
+    ratio = nz / nz.min()
+    # float32 sums of spike amplitudes round at ~1e-7 relative: allow 1e-5 of the multiple
+    if float(ratio.max()) < 2 ** 16 and bool(((ratio - ratio.round()).abs() <= 1e-5 * ratio).all()):
+        return "integers"
+    return "real"
+
+
+def neuron_updates(neuron: nn.Module, spikes: torch.Tensor) -> dict:
+    """Additions, comparisons and spikes of one layer of neurons for one batch (totals)."""
+    T = spikes.shape[0]
+    count = spikes.abs().to(torch.int64).sum(0)
+    n = count.numel()
+    if isinstance(neuron, IFNeuron):
+        return {"adds": T * n, "comparisons": T * n, "resets": int(count.sum())}
+    if neuron.form == "search":
+        return {"adds": (T - 1) * n, "comparisons": neuron.book.comparisons * n, "resets": 0}
+    # sequential: a group is compared step by step until it fires, then refractory
+    m = neuron.book.m
+    per_group = spikes.abs().to(torch.int64).unflatten(0, (neuron.book.G, m))
+    fired = per_group.sum(1) > 0
+    first = per_group.argmax(1)
+    comparisons = torch.where(fired, first + 1, torch.full_like(first, m)).sum()
+    return {"adds": (T - 1) * n, "comparisons": int(comparisons), "resets": int(count.sum())}
 
 
 @torch.no_grad()
@@ -62,9 +119,12 @@ def count_operations(snn: SpikingNetwork, batches: Iterable[torch.Tensor],
                      preset: str = "45nm-fp32") -> dict:
     """Run ``snn`` (event mode) on ``batches`` of images and count operations per image.
 
-    Returns a dict with totals per image (``sops``, ``macs``, ``energy_mj``, ``ann_macs``,
-    ``ann_energy_mj``, ``energy_ratio``, ``firing_rate``, ``sops_upper_bound``) and ``per_layer``
-    rows (name, input class, sops, macs per image); the totals are the sums of the rows.
+    Returns totals per image (``sops``, ``macs``, ``energy_mj``, ``ann_macs``, ``ann_energy_mj``,
+    ``energy_ratio``, ``firing_rate``, ``spikes_per_image``, ``sops_upper_bound``,
+    ``max_spikes_per_neuron``, ``neuron_adds``, ``neuron_comparisons``), ``per_layer`` rows for
+    weight layers and attention products (name, input class, sops, macs, sops_upper_bound,
+    ann_macs) and ``neurons`` rows (name, spike class, neurons, mean spikes, firing rate, fraction
+    at the cap, histogram, adds, comparisons). The totals are the sums of the rows.
     """
     if preset not in PRESETS:
         raise ConfigError(f"energy preset must be one of {sorted(PRESETS)}, got {preset!r}")
@@ -72,48 +132,61 @@ def count_operations(snn: SpikingNetwork, batches: Iterable[torch.Tensor],
         raise ConfigError("operations are counted on the event-mode network (step_mode='event')")
     rows: dict[str, dict] = {}
     synapses = {n: m for n, m in snn.body.named_modules() if isinstance(m, Synapse)}
+    attention = {n: m for n, m in snn.body.named_modules() if hasattr(m, "last_ops")}
+    neuron_list = list(snn.neurons())
+    caps = {getattr(n, "G", n.T) for _, n in neuron_list}
+    cap = max(caps) if caps else snn.T
     images = 0
-    caps = {getattr(n, "G", n.T) for _, n in snn.neurons()}
-    cap = max(caps) if caps else snn.T  # most spikes one neuron can emit in one inference
+
+    def new_row(name: str, kind: str | None) -> dict:
+        return {"name": name, "input": kind, "sops": 0.0, "macs": 0.0, "sops_upper_bound": 0.0,
+                "ann_macs": 0}
 
     def hook(name):
         def fn(module, args, output):
             x = args[0]
-            row = rows.setdefault(name, {"name": name, "input": None, "sops": 0.0, "macs": 0,
-                                         "sops_upper_bound": 0.0})
+            row = rows.setdefault(name, new_row(name, None))
+            kind = classify_input(x)
+            if row["input"] is None or row["input"] == "binary spikes":
+                row["input"] = kind  # an all-silent batch looks binary; a later one may refine it
             per_sample_out = output.shape[2:]
-            spiking = all(_is_spike_step(x[t]) for t in range(x.shape[0]))
-            if spiking:
+            row["ann_macs"] = dense_macs(module.layer, per_sample_out)
+            if kind in EVENT_CLASSES:
                 counts = (x != 0).sum(0)
                 row["sops"] += float(event_sops(module.layer, counts).sum())
                 full = torch.full_like(counts[:1], cap)
                 row["sops_upper_bound"] = float(event_sops(module.layer, full)[0])
-                row["input"] = "spikes"
-            else:
-                steps = sum(bool((x[t] != 0).any()) for t in range(x.shape[0]))
-                row["macs"] += dense_macs(module.layer, per_sample_out) * steps * x.shape[1]
-                row["input"] = "real"
-            row["ann_macs"] = dense_macs(module.layer, per_sample_out)
+            elif bool((x != 0).any()):
+                row["macs"] += dense_macs(module.layer, per_sample_out) * x.shape[1]
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in synapses.items()]
-    attention = {n: m for n, m in snn.body.named_modules() if hasattr(m, "last_ops")}
-    spikes = neurons = 0
+    neuron_rows: dict[str, dict] = {}
     try:
         for x in batches:
             snn(x, record=True)
             images += x.shape[0]
             for name, module in attention.items():
                 ops = module.last_ops
-                row = rows.setdefault(name, {"name": name, "input": "spike pairs", "sops": 0.0,
-                                             "macs": 0, "sops_upper_bound": 0.0})
+                row = rows.setdefault(name, new_row(name, "spike pairs"))
                 row["sops"] += (ops["qk_coincidences"] + ops["av_coincidences"]) * ops["images"]
                 row["sops_upper_bound"] = ops["coincidences_upper_bound"]
                 row["ann_macs"] = ops["ann_macs"]
-            for _, neuron in snn.neurons():
+            for name, neuron in neuron_list:
                 s = neuron.last_spikes
-                spikes += int(s.abs().sum())
-                neurons += s[0].numel()
+                ncap = getattr(neuron, "G", neuron.T)
+                row = neuron_rows.setdefault(name, {
+                    "name": name, "spikes": neuron.spike_class, "neurons": s[0][0].numel(),
+                    "cap": ncap, "spike_total": 0, "at_cap": 0, "histogram": [0] * (ncap + 1),
+                    "adds": 0, "comparisons": 0, "resets": 0, "count": 0})
+                count = s.abs().to(torch.int64).sum(0)
+                row["spike_total"] += int(count.sum())
+                row["count"] += count.numel()
+                row["at_cap"] += int((count >= ncap).sum())
+                hist = torch.bincount(count.flatten().clamp_max(ncap), minlength=ncap + 1)
+                row["histogram"] = [a + int(b) for a, b in zip(row["histogram"], hist, strict=True)]
+                for key, value in neuron_updates(neuron, s).items():
+                    row[key] += value
     finally:
         for h in handles:
             h.remove()
@@ -121,27 +194,132 @@ def count_operations(snn: SpikingNetwork, batches: Iterable[torch.Tensor],
     if images == 0:
         raise ConfigError("count_operations needs at least one image")
     costs = PRESETS[preset]
-    per_layer = []
-    for row in rows.values():
-        per_layer.append({"name": row["name"], "input": row["input"],
-                          "sops": row["sops"] / images, "macs": row["macs"] / images,
-                          "ann_macs": row["ann_macs"], "sops_upper_bound": row["sops_upper_bound"]})
+    order = {name: i for i, (name, _) in enumerate(snn.body.named_modules())}
+
+    def position(row: dict) -> float:  # network order; attention products just before proj
+        if row["input"] == "spike pairs":
+            return order.get(f"{row['name']}.proj", order[row["name"]]) - 0.5
+        return order[row["name"]]
+
+    per_layer = [{"name": r["name"], "input": r["input"], "sops": r["sops"] / images,
+                  "macs": r["macs"] / images, "ann_macs": r["ann_macs"],
+                  "sops_upper_bound": r["sops_upper_bound"]}
+                 for r in sorted(rows.values(), key=position)]
+    neurons_out = []
+    for r in neuron_rows.values():
+        neurons_out.append({
+            "name": r["name"], "spikes": r["spikes"], "neurons": r["neurons"], "cap": r["cap"],
+            "mean_spikes": r["spike_total"] / r["count"],
+            "firing_rate": r["spike_total"] / (r["count"] * r["cap"]),
+            "fraction_at_cap": r["at_cap"] / r["count"],
+            "histogram": [h / r["count"] for h in r["histogram"]],
+            "adds": r["adds"] / images, "comparisons": r["comparisons"] / images,
+            "resets": r["resets"] / images, "spikes_per_image": r["spike_total"] / images})
     sops = sum(r["sops"] for r in per_layer)
     macs = sum(r["macs"] for r in per_layer)
     ann_macs = sum(r["ann_macs"] for r in per_layer)
     energy = (sops * costs["ac_pj"] + macs * costs["mac_pj"]) * 1e-9
     ann_energy = ann_macs * costs["mac_pj"] * 1e-9
+    spikes = sum(r["spikes_per_image"] for r in neurons_out)
+    n_neurons = sum(r["neurons"] for r in neurons_out)
     return {
         "images": images,
         "preset": preset,
+        "pj_per_accumulate": costs["ac_pj"],
+        "pj_per_mac": costs["mac_pj"],
         "sops": sops,
         "macs": macs,
         "energy_mj": energy,
         "ann_macs": ann_macs,
         "ann_energy_mj": ann_energy,
         "energy_ratio": ann_energy / energy if energy else None,
-        "spikes_per_image": spikes / images,
-        "firing_rate": spikes / neurons if neurons else 0.0,
+        "spikes_per_image": spikes,
+        "firing_rate": spikes / n_neurons if n_neurons else 0.0,
+        "max_spikes_per_neuron": max((max(i for i, h in enumerate(r["histogram"]) if h > 0)
+                                      for r in neurons_out), default=0),
         "sops_upper_bound": sum(r["sops_upper_bound"] for r in per_layer),
+        "neuron_adds": sum(r["adds"] for r in neurons_out),
+        "neuron_comparisons": sum(r["comparisons"] for r in neurons_out),
         "per_layer": per_layer,
+        "neurons": neurons_out,
     }
+
+
+def stage_of(name: str) -> str:
+    """Coarse stage of a layer name: ``stages.N...`` -> ``stage N+1``, else the first component."""
+    parts = name.split(".")
+    if parts[0] == "stages" and len(parts) > 1:
+        return f"stage {int(parts[1]) + 1}"
+    return parts[0] if not parts[0].isdigit() else "body"
+
+
+def to_markdown(report: dict) -> str:
+    """The energy report as a markdown table (totals last), for papers and READMEs."""
+    lines = ["| layer | input | SOPs | MACs | SOPs upper bound | ANN MACs |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in report["per_layer"]:
+        lines.append(f"| {r['name']} | {r['input']} | {r['sops']:,.0f} | {r['macs']:,.0f} | "
+                     f"{r['sops_upper_bound']:,.0f} | {r['ann_macs']:,.0f} |")
+    lines.append(f"| **total per image** | | **{report['sops']:,.0f}** | **{report['macs']:,.0f}** | "
+                 f"**{report['sops_upper_bound']:,.0f}** | **{report['ann_macs']:,.0f}** |")
+    lines.append("")
+    lines.append(f"Energy per image ({report['preset']}: {report['pj_per_accumulate']} pJ per "
+                 f"accumulate, {report['pj_per_mac']} pJ per MAC): SNN "
+                 f"{report['energy_mj'] * 1e3:.4g} uJ, ANN {report['ann_energy_mj'] * 1e3:.4g} uJ "
+                 f"({report['energy_ratio']:.2f}x). Firing rate {report['firing_rate']:.4f} spikes "
+                 f"per neuron per inference, at most {report['max_spikes_per_neuron']}.")
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, path, title: str = "") -> None:
+    """Cumulative SOPs and upper bound along the network, and firing per neuron layer (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["per_layer"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    ax = axes[0]
+    cum, cum_ub, total, total_ub = [], [], 0.0, 0.0
+    for r in rows:
+        total += r["sops"] + r["macs"]
+        total_ub += r["sops_upper_bound"] + r["macs"]
+        cum.append(total)
+        cum_ub.append(total_ub)
+    xs = range(len(rows))
+    ax.plot(xs, cum_ub, "k--", label="upper bound (every neuron at its cap)")
+    ax.plot(xs, cum, "C0-", label="emitted: SOPs + MACs")
+    attn = [i for i, r in enumerate(rows) if r["input"] == "spike pairs"]
+    if attn:
+        ax.scatter(attn, [cum[i] for i in attn], color="C3", zorder=3, s=18,
+                   label="attention products")
+    stages = [stage_of(r["name"]) for r in rows]
+    for i in range(1, len(rows)):
+        if stages[i] != stages[i - 1]:
+            ax.axvline(i - 0.5, color="0.85", lw=0.8)
+            ax.text(i - 0.4, max(cum_ub) * 0.02, stages[i], fontsize=7, rotation=90, va="bottom")
+    ax.set_xlabel("weight layer / attention product, in network order")
+    ax.set_ylabel("cumulative operations per image")
+    ax.set_title("cumulative synaptic operations")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    nrows = report["neurons"]
+    rates = [r["firing_rate"] for r in nrows]
+    at_cap = [r["fraction_at_cap"] for r in nrows]
+    ax.bar(range(len(nrows)), rates, color="C2", label="firing rate (spikes / cap)")
+    ax.plot(range(len(nrows)), at_cap, "k.", label="fraction of neurons at the cap")
+    ax.set_xlabel("neuron layer, in network order")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"firing per layer (mean {report['firing_rate']:.3f} spikes per neuron)")
+    ax.legend(fontsize=8)
+    fig.suptitle(title or f"{report['sops']:,.0f} SOPs + {report['macs']:,.0f} MACs per image: "
+                 f"{report['energy_mj'] * 1e3:.3g} uJ ({report['preset']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+__all__ = ["EVENT_CLASSES", "PRESETS", "classify_input", "count_operations", "dense_macs",
+           "event_sops", "neuron_updates", "plot_report", "spike_pair_coincidences", "stage_of",
+           "to_markdown"]

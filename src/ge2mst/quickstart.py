@@ -14,7 +14,7 @@ from .calibrate import calibrate
 from .checkpoint import atomic_write_bytes, save_checkpoint
 from .convert import convert
 from .data import load_dataset, normalize
-from .energy import count_operations
+from .energy import EVENT_CLASSES, count_operations
 from .models import create_model
 from .train import TrainConfig, accuracy, train
 from .verify import verify
@@ -90,7 +90,7 @@ def _plot(report: dict, path: Path) -> Path | None:
     ax.bar(names, [r["sops"] for r in rows], label="SOPs (spike events x fan-out)")
     ax.bar(names, [r["macs"] for r in rows], bottom=[r["sops"] for r in rows],
            label="MACs (real-valued input)")
-    spiking = [r for r in rows if r["input"] == "spikes"]
+    spiking = [r for r in rows if r["input"] in EVENT_CLASSES]
     ax.scatter([r["name"] for r in spiking], [r["sops_upper_bound"] for r in spiking], marker="_",
                s=600, color="k", zorder=3, label="SOP upper bound (every neuron at G spikes)")
     ax.set_xlabel("layer")

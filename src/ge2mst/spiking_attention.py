@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .attention import GWSSA, GroupedAttention, attention_spacings, exact_group_attention
+from .energy import spike_pair_coincidences
 from .layers import Synapse, fold_batchnorm
 from .neurons import ExpGIF
 
@@ -92,8 +93,8 @@ class SpikingGWSSA(GroupedAttention):
         """Per image: spike-pair coincidences of Q K^T and A V, their upper bound, ANN MACs."""
         cq, ck, cv = (self.grouped(s.abs().to(torch.float64).sum(0)) for s in (sq, sk, sv))
         ca = sa.abs().to(torch.float64).sum(0)  # B x heads x groups x n x n
-        qk = float((cq.sum(-2) * ck.sum(-2)).sum())  # sum_{i,j,d} cq(i,d) ck(j,d) per group
-        av = float((ca @ cv).sum())
+        qk = float(spike_pair_coincidences(cq, ck).sum())
+        av = float((ca @ cv).sum())  # sum_{i,j,d} ca(i,j) cv(j,d)
         B, h, g, n, d = cq.shape
         macs = h * g * n * n * d  # per image, for each of the two products
         caps = (self.q_act.G * self.k_act.G, self.attn_act.G * self.v_act.G)
