@@ -10,6 +10,7 @@ from ge2mst import ConfigError, InputError, calibrate, convert, create_model
 from ge2mst.attention import GWSSA, SSA, group_index, group_tokens, ungroup_tokens
 from ge2mst.blocks import SFFN, ConvSFFN, Residual, SConv, TokenMixer
 from ge2mst.cli import main
+from ge2mst.convert import fuse_batchnorm
 from ge2mst.energy import count_operations
 from ge2mst.layers import ConvBN
 from ge2mst.quant import ExpGQuant
@@ -191,3 +192,22 @@ def test_impossible_configurations_are_clear_errors():
         create_model("ge2mst_small", img_size=200)
     with pytest.raises(ConfigError, match="unknown model"):
         create_model("ge2mst_medium")
+
+
+@pytest.mark.parametrize("T,G", [(4, 2), (4, 4), (6, 3)])
+def test_attention_from_spike_coincidences_equals_the_code_products(T, G):
+    """The event-level kernel (signed coincidences per step pair, shifted, summed) gives the
+    same integers as the product of codes, so the same logits, bit for bit."""
+    torch.manual_seed(4)
+    model = nn.Sequential(ConvBN(3, 16, 3), ExpGQuant(T, G), Residual(GWSSA(16, 4, k=2, T=T, G=G)),
+                          ExpGQuant(T, G), nn.Flatten(1), nn.Linear(16 * 64, 3))
+    x = torch.randn(8, 3, 8, 8)
+    calibrate(model, [x])
+    model.eval()
+    by_codes = convert(model, attention_products="codes")
+    by_spikes = convert(model, attention_products="spikes")
+    assert torch.equal(by_codes(x), by_spikes(x))
+    with torch.no_grad():  # float32, collapsed: bit-identical to the BatchNorm-folded ANN
+        assert torch.equal(fuse_batchnorm(model)(x), by_spikes.set_step_mode("collapsed")(x))
+    with pytest.raises(ConfigError, match="attention_products"):
+        convert(model, attention_products="floats")

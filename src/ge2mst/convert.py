@@ -46,11 +46,15 @@ class ConversionOptions:
     encoding: str = "once"
     online: bool = False
     T: int | None = None
+    attention_products: str = "codes"
+
+
+ATTENTION_PRODUCTS = ("codes", "spikes")
 
 
 def convert(model: nn.Module, *, form: str = "search", step_mode: str = "event",
             encoding: str = "once", online: bool = False, T: int | None = None,
-            inplace: bool = False) -> SpikingNetwork:
+            attention_products: str = "codes", inplace: bool = False) -> SpikingNetwork:
     """Convert a trained quantized network into an exactly equivalent spiking network.
 
     Args:
@@ -63,6 +67,10 @@ def convert(model: nn.Module, *, form: str = "search", step_mode: str = "event",
         online: ExpG-IF fires step by step (wrong, for demonstration).
         T: time steps of vanilla IF neurons (default: the QCFS quantizer's L). ExpG neurons take
             T from their quantizer.
+        attention_products: how spiking attention forms Q K^T and A V: ``"codes"`` (one product
+            of the integer codes read from the spike trains) or ``"spikes"`` (from the spike
+            trains themselves: for every pair of steps a signed coincidence count, shifted by the
+            two steps' exponents, summed). Both give the same integers.
         inplace: convert ``model`` itself instead of a copy.
     """
     if form not in FORMS:
@@ -71,12 +79,15 @@ def convert(model: nn.Module, *, form: str = "search", step_mode: str = "event",
         raise ConfigError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}")
     if encoding not in ENCODINGS:
         raise ConfigError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if attention_products not in ATTENTION_PRODUCTS:
+        raise ConfigError(f"attention_products must be one of {ATTENTION_PRODUCTS}, "
+                          f"got {attention_products!r}")
     if T is not None and (isinstance(T, bool) or not isinstance(T, int) or T < 1):
         raise ConfigError(f"T must be a whole number >= 1, got {T!r}")
     if not isinstance(model, nn.Module):
         raise ConversionError(f"convert expects a torch.nn.Module, got {type(model).__name__}")
     options = ConversionOptions(form=form, step_mode=step_mode, encoding=encoding, online=online,
-                                T=T)
+                                T=T, attention_products=attention_products)
     input_spec = _input_spec(model)
     body = model if inplace else copy.deepcopy(model)
     body.eval()

@@ -29,6 +29,21 @@ def _folded(conv_bn: nn.Module) -> nn.Module:
     return conv_bn.conv
 
 
+def _shift_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_{t,u} 2**(T-1-t) * 2**(T-1-u) * (a[t] @ b[u]) for spike trains a, b (T first).
+
+    Each a[t] @ b[u] of two {-1, 0, 1} matrices counts signed spike-pair coincidences (AND and
+    sign); the powers of two are shifts. Exact in float64 for any practical size.
+    """
+    T = a.shape[0]
+    total = None
+    for t in range(T):
+        for u in range(T):
+            term = (a[t] @ b[u]) * float(2 ** ((T - 1 - t) + (T - 1 - u)))
+            total = term if total is None else total + term
+    return total
+
+
 class SpikingGWSSA(GroupedAttention):
     """Spiking GW-SSA built from a trained `GWSSA` by `from_ann` (called by `ge2mst.convert`)."""
 
@@ -36,6 +51,7 @@ class SpikingGWSSA(GroupedAttention):
                  window: int | None) -> None:
         super().__init__(dim, heads, global_ratio, k, window)
         self.step_mode = "event"
+        self.products = "codes"
         self.last_ops: dict | None = None
 
     @classmethod
@@ -44,6 +60,7 @@ class SpikingGWSSA(GroupedAttention):
 
         net = cls(ann.dim, ann.heads, ann.global_ratio, ann.k, ann.window)
         net.scale = ann.scale
+        net.products = options.attention_products
         for part in ("q_conv", "k_conv", "v_conv", "proj"):
             setattr(net, part, Synapse(_folded(getattr(ann, part))))
         net.conv = Synapse(_folded(ann.conv)) if ann.conv is not None else None
@@ -64,10 +81,12 @@ class SpikingGWSSA(GroupedAttention):
         sv, nv = self._codes(self.v_act, self.v_conv(x))
         attn_spikes = {}
 
+        def attn_fire(scores: torch.Tensor) -> torch.Tensor:
+            attn_spikes["s"] = self.attn_act.spike_membrane(scores)
+            return attn_spikes["s"]
+
         def attn_codes(scores: torch.Tensor) -> torch.Tensor:
-            spikes = self.attn_act.spike_membrane(scores)
-            attn_spikes["s"] = spikes
-            return self.attn_act.book.code_of(spikes)
+            return self.attn_act.book.code_of(attn_fire(scores))
 
         score_scale, out_scale = attention_spacings(self.q_act, self.k_act, self.v_act,
                                                     self.attn_act, self.scale)
@@ -76,7 +95,11 @@ class SpikingGWSSA(GroupedAttention):
             return exact_group_attention(a, b, c, score_scale, attn_codes, out_scale)[0]
 
         H, W = nq.shape[-2:]
-        out = self.attend(nq, nk, nv, op).to(x.dtype)
+        if self.products == "spikes":
+            out = self._attend_spikes(sq, sk, sv, score_scale, attn_fire, out_scale)
+        else:
+            out = self.attend(nq, nk, nv, op)
+        out = out.to(x.dtype)
         if self.q_act.record:
             self.last_ops = self._count(sq, sk, sv, attn_spikes["s"], H, W)
         if self.step_mode == "event":
@@ -87,6 +110,17 @@ class SpikingGWSSA(GroupedAttention):
         if self.conv is not None:
             out = out + self.conv(x)
         return out
+
+    def _attend_spikes(self, sq, sk, sv, score_scale, attn_fire, out_scale) -> torch.Tensor:
+        """Both products from the spike trains: sum over step pairs (t, u) of the signed
+        coincidence count s_t . s_u, shifted left by (T-1-t) + (T-1-u)."""
+        T, B, _, H, W = sq.shape
+        gq, gk, gv = (self.grouped(s.flatten(0, 1).to(torch.float64)).unflatten(0, (T, B))
+                      for s in (sq, sk, sv))
+        scores = _shift_add(gq, gk.transpose(-1, -2))  # the integers nq nk^T
+        sa = attn_fire(scores * score_scale)
+        out = _shift_add(sa.to(torch.float64), gv) * out_scale  # the integers na nv, scaled
+        return self.ungrouped(out, H, W)
 
     @torch.no_grad()
     def _count(self, sq, sk, sv, sa, H: int, W: int) -> dict:
