@@ -108,6 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_energy)
 
+    p = sub.add_parser("effdim", help="effective dimension of pixels and attention inputs, the "
+                                      "error against (T, G), and a fit of the spike constant C")
+    _add_run_args(p, limit=256)
+    p.add_argument("--layers", nargs="*", default=None, help="also measure these named layers")
+    p.add_argument("--bootstrap", type=int, default=100, help="bootstrap draws (default: 100)")
+    p.add_argument("--settings", nargs="*", default=["1:1", "2:1", "2:2", "4:1", "4:2", "4:4",
+                                                     "8:2", "8:4"],
+                   help="T:G pairs of the error curve (default: 1:1 2:1 2:2 4:1 4:2 4:4 8:2 8:4)")
+    p.add_argument("--curve-images", type=_positive_int, default=128)
+    p.add_argument("--target-epsilon", type=float, default=0.05,
+                   help="error target of the time-step advice (default: 0.05)")
+    p.add_argument("--plot", default=None, help="write a PNG")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_effdim)
+
     p = sub.add_parser("quickstart", help="train a small ExpG network, convert it, verify it "
                        "and report its energy (the embedded default runs in minutes on a CPU)")
     _add_data_args(p)
@@ -239,6 +254,65 @@ def _print_table(report: dict) -> None:
         if isinstance(value, float):
             value = f"{value:.6g}"
         print(f"{key:<{width}}  {value}")
+
+
+def _settings(texts: list[str]) -> list[tuple[int, int]]:
+    from .errors import ConfigError
+
+    out = []
+    for text in texts:
+        try:
+            T, G = (int(v) for v in text.split(":"))
+        except ValueError:
+            raise ConfigError(f"settings are T:G pairs such as 4:2, got {text!r}") from None
+        out.append((T, G))
+    return out
+
+
+def cmd_effdim(args) -> int:
+    from . import effdim as ed
+
+    settings = _settings(args.settings)
+    model, batches, header = prepare_run(args)
+    images = torch.cat([x for x, _ in batches])
+    feats = ed.features(model, images, args.layers)
+    dims, spectra = {}, {}
+    for name, x in feats.items():
+        dims[name] = ed.estimate_dimensions(x, bootstrap=args.bootstrap, seed=args.seed)
+        spectra[name] = ed.spectrum(x[:4000])
+    curve = ed.epsilon_curve(model, images[:args.curve_images], settings)
+    l_f = ed.lipschitz_estimate(ed.full_precision(model), images[:64], seed=args.seed)
+    n = curve[0]["neurons_per_image"]
+    d = dims["pixels"]["participation_ratio"]["value"]
+    fit = None
+    usable = [dict(p, L_f=l_f, n=n, d=d) for p in curve if p["epsilon"] > 0]
+    if len(usable) >= 2:
+        fit = ed.fit_constant(usable, seed=args.seed)
+    report = {**header, "dimensions": dims, "curve": curve, "L_f": l_f, "n": n, "d": d,
+              "d_source": "participation ratio of the pixels", "fit": fit,
+              "advice": {"target_epsilon": args.target_epsilon,
+                         "cheapest_measured": ed.advise(curve, args.target_epsilon)},
+              "reconstruction": "n = spiking neurons per image, d = participation ratio, L_f = "
+                                "empirical local Lipschitz constant, epsilon = mean relative "
+                                "logit error against the full-precision network; seed 004 does "
+                                "not define these"}
+    if args.plot:
+        ed.plot_effdim({**report, "_spectra": spectra}, args.plot)
+        report["plot"] = args.plot
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, dm in dims.items():
+            print(f"{name:<28} PCA-90/95/99 {dm['pca_90']['value']:.0f} / {dm['pca_95']['value']:.0f}"
+                  f" / {dm['pca_99']['value']:.0f}, participation ratio "
+                  f"{dm['participation_ratio']['value']:.1f} {dm['participation_ratio']['ci']}, "
+                  f"entropy rank {dm['entropy_rank']['value']:.1f}")
+        for p in curve:
+            print(f"T={p['T']} G={p['G']}: epsilon {p['epsilon']:.4f}, "
+                  f"{p['spikes_per_image']:,.0f} spikes per image")
+        if fit:
+            print(f"C = {fit['C']:.4g} (CI {fit['ci'][0]:.3g}..{fit['ci'][1]:.3g}), R^2 = {fit['r2']}")
+    return 0
 
 
 def cmd_quickstart(args) -> int:
