@@ -114,3 +114,15 @@ def test_effdim_command(capsys, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code = main(["effdim", "--data", "digits", "--limit", "50", "--settings", "4-2"])
     assert code == 2 and "T:G pairs" in capsys.readouterr().err
+
+
+def test_vanilla_if_error_curve_shrinks_with_T():
+    torch.manual_seed(0)
+    model = create_model("ge2mst_cnn_tiny", in_chans=1, T=4, G=1, quantizer="qcfs")
+    x = torch.randn(64, 1, 8, 8)
+    calibrate(model, [x])
+    curve = epsilon_curve(model, x, [(4, 1), (16, 1), (64, 1)])  # IF neurons, L = T
+    eps = [p["epsilon"] for p in curve]
+    assert eps[0] > eps[1] > eps[2]
+    spikes = [p["spikes_per_image"] for p in curve]
+    assert spikes[0] < spikes[1] < spikes[2]  # more steps, more spikes: the cost of accuracy

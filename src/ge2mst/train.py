@@ -8,7 +8,7 @@ converted. AdamW, linear warm-up then cosine decay, label smoothing, gradient cl
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -143,4 +143,4 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / images.shape[0]
 
 
-__all__ = ["TrainConfig", "accuracy", "asdict", "learning_rate", "mixing_fraction", "train"]
+__all__ = ["TrainConfig", "accuracy", "learning_rate", "mixing_fraction", "train"]
