@@ -211,3 +211,14 @@ def test_attention_from_spike_coincidences_equals_the_code_products(T, G):
         assert torch.equal(fuse_batchnorm(model)(x), by_spikes.set_step_mode("collapsed")(x))
     with pytest.raises(ConfigError, match="attention_products"):
         convert(model, attention_products="floats")
+
+
+def test_sops_upper_bound_depends_on_the_architecture_only():
+    torch.manual_seed(5)
+    model = create_model("ge2mst_cifar_tiny")
+    silent = count_operations(convert(model.eval()), [torch.zeros(2, 3, 32, 32)])
+    calibrate(model, [torch.randn(8, 3, 32, 32)])
+    busy = count_operations(convert(model.eval()), [torch.randn(2, 3, 32, 32)])
+    assert silent["sops"] == 0 < busy["sops"]
+    assert silent["sops_upper_bound"] == busy["sops_upper_bound"] > 0
+    assert {r["input"] for r in busy["per_layer"] if r["name"].endswith("proj")} == {"integers"}

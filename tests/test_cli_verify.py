@@ -161,3 +161,19 @@ def test_verify_ge2mst_cifar_variants_on_real_images(capsys, cache_dir, model, l
     assert report["prediction_agreement"] == 1.0 and report["code_mismatches"] == 0
     assert report["max_rel_diff"] <= 1e-5 and report["illegal_patterns"] == 0
     assert report["max_spikes_per_neuron"] == 2
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "ge2mst_cifar_tiny_effdim.safetensors"
+
+
+@needs_cifar
+@pytest.mark.cifar
+def test_the_shipped_trained_checkpoint_is_exact_on_real_images(capsys, cache_dir):
+    """A trained Ge2mS-T (weights in the repository), not only calibrated ones."""
+    code, out, _ = run(capsys, "verify", "--model", "ge2mst_cifar_tiny", "--checkpoint",
+                       str(SHIPPED), "--data", str(CIFAR), "--data-dir", cache_dir, "--limit",
+                       "256", "--json", "--strict")
+    report = json.loads(out)
+    assert code == 0 and report["calibrated"] is False
+    assert report["snn_accuracy"] == report["ann_accuracy"] > 0.5  # it learned, and SNN = ANN
+    assert report["code_mismatches"] == 0 and report["max_rel_diff"] <= 1e-5

@@ -184,3 +184,27 @@ def test_energy_command_json_plot_and_markdown(tmp_path, capsys):
     code = main(["energy", "--data", "digits", "--limit", "8", "--json", "--preset", "45nm-int8"])
     int8 = json.loads(capsys.readouterr().out)
     assert int8["pj_per_mac"] == 0.23 and int8["energy_mj"] < report["energy_mj"]
+
+
+class _AddReal(nn.Module):
+    """Adds a real-valued signal to whatever flows through (its own spiking version)."""
+
+    def forward(self, x):
+        return x + 0.1 * torch.cos(3.7 * x + 0.3)
+
+    def to_spiking(self, options, name=""):
+        return self
+
+
+def test_a_real_tensor_fed_into_a_middle_layer_is_charged_macs():
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), ExpGQuant(4, 2), _AddReal(),
+                          nn.Conv2d(4, 4, 3, padding=1), ExpGQuant(4, 2), nn.Flatten(1),
+                          nn.Linear(4 * 36, 3))
+    x = torch.randn(4, 1, 6, 6)
+    calibrate(model, [x])
+    report = count_operations(convert(model.eval()), [x])
+    middle = report["per_layer"][1]
+    assert middle["name"] == "3" and middle["input"] == "real"
+    assert middle["sops"] == 0 and middle["macs"] == 4 * 36 * 4 * 9  # dense, once per image
+    assert report["per_layer"][2]["input"] == "weighted spikes"

@@ -98,6 +98,7 @@ def convert(model: nn.Module, *, form: str = "search", step_mode: str = "event",
         raise ConversionError("the model has no quantizer: there is nothing to convert to spikes")
     if len(steps) > 1:
         raise ConversionError(f"all neurons of a network must share one T, found {sorted(steps)}")
+    _declare_input_kinds(body)
     net = SpikingNetwork(body, T=steps.pop(), encoding=encoding, input_spec=input_spec)
     net.set_step_mode(step_mode)
     return net
@@ -200,6 +201,31 @@ def _swap(module: nn.Module, options: ConversionOptions, prefix: str) -> None:
                 "use ge2mst quantizers for activations and average (not max) pooling"
             )
         module._modules[name] = new
+
+
+_POOLS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
+_PASS_THROUGH = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout2d)
+
+
+def _declare_input_kinds(body: nn.Module) -> None:
+    """Input classes that the structure fixes, for energy accounting: the first weight layer sees
+    the encoded image (real values); a weight layer right behind average pooling sees averages
+    of spikes (integer multiples of a quantum). Others are classified from what they receive."""
+    synapses = [m for m in body.modules() if isinstance(m, Synapse)]
+    if synapses and synapses[0].input_kind is None:
+        synapses[0].input_kind = "real"
+    for seq in (m for m in body.modules() if isinstance(m, nn.Sequential)):
+        children = list(seq.children())
+        for i, child in enumerate(children):
+            if not isinstance(child, Synapse) or child.input_kind is not None:
+                continue
+            for prev in reversed(children[:i]):
+                inner = prev.module if isinstance(prev, TimeDistributed) else None
+                if isinstance(inner, _PASS_THROUGH):
+                    continue
+                if isinstance(inner, _POOLS):
+                    child.input_kind = "integers"
+                break
 
 
 class SpikingNetwork(nn.Module):

@@ -43,6 +43,8 @@ PRESETS = {
     "45nm-int8": {"ac_pj": 0.03, "mac_pj": 0.23},
 }
 EVENT_CLASSES = ("binary spikes", "ternary spikes", "weighted spikes")
+#: from the most to the least specific; a layer keeps the most general class it has been fed
+CLASS_ORDER = ("silent", *EVENT_CLASSES, "integers", "real")
 
 
 def dense_macs(layer: nn.Module, out_shape: torch.Size) -> int:
@@ -70,7 +72,8 @@ def spike_pair_coincidences(cq: torch.Tensor, ck: torch.Tensor) -> torch.Tensor:
 
 
 def classify_input(x: torch.Tensor) -> str:
-    """Class of a T x B x ... input of a weight layer (see the module docstring)."""
+    """Class of a T x B x ... input of a weight layer (see the module docstring); ``"silent"``
+    when it carries nothing at all."""
     magnitudes = set()
     signed = False
     for t in range(x.shape[0]):
@@ -82,6 +85,8 @@ def classify_input(x: torch.Tensor) -> str:
             return _integers_or_real(x)
         magnitudes.add(float(mag[0]))
         signed = signed or bool((nz < 0).any())
+    if not magnitudes:
+        return "silent"
     if len(magnitudes) > 1:
         return "weighted spikes"
     return "ternary spikes" if signed else "binary spikes"
@@ -145,13 +150,13 @@ def count_operations(snn: SpikingNetwork, batches: Iterable[torch.Tensor],
     def hook(name):
         def fn(module, args, output):
             x = args[0]
-            row = rows.setdefault(name, new_row(name, None))
-            kind = classify_input(x)
-            if row["input"] is None or row["input"] == "binary spikes":
-                row["input"] = kind  # an all-silent batch looks binary; a later one may refine it
+            row = rows.setdefault(name, new_row(name, "silent"))
+            kind = module.input_kind or classify_input(x)
+            if CLASS_ORDER.index(kind) > CLASS_ORDER.index(row["input"]):
+                row["input"] = kind
             per_sample_out = output.shape[2:]
             row["ann_macs"] = dense_macs(module.layer, per_sample_out)
-            if kind in EVENT_CLASSES:
+            if row["input"] in ("silent", *EVENT_CLASSES):
                 counts = (x != 0).sum(0)
                 row["sops"] += float(event_sops(module.layer, counts).sum())
                 full = torch.full_like(counts[:1], cap)

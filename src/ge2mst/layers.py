@@ -77,6 +77,9 @@ class Synapse(nn.Module):
     Attributes:
         layer: the (BatchNorm-folded) weight layer.
         step_mode: ``"event"`` (T x B x ... in and out) or ``"collapsed"`` (B x ...).
+        input_kind: the class of input this layer receives when the structure fixes it (e.g.
+            ``"integers"`` for an attention output projection), else None: energy accounting
+            then classifies the input it sees.
     """
 
     def __init__(self, layer: nn.Conv2d | nn.Linear) -> None:
@@ -85,6 +88,7 @@ class Synapse(nn.Module):
             raise ConversionError(f"Synapse wraps Conv2d or Linear, got {type(layer).__name__}")
         self.layer = layer
         self.step_mode = "event"
+        self.input_kind: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "collapsed":

@@ -63,6 +63,7 @@ class SpikingGWSSA(GroupedAttention):
         net.products = options.attention_products
         for part in ("q_conv", "k_conv", "v_conv", "proj"):
             setattr(net, part, Synapse(_folded(getattr(ann, part))))
+        net.proj.input_kind = "integers"  # O = da dv (na nv): integer multiples of one quantum
         net.conv = Synapse(_folded(ann.conv)) if ann.conv is not None else None
         for part in ("q_act", "k_act", "v_act", "attn_act"):
             neuron = neuron_for(getattr(ann, part), options, f"{name}.{part}")
