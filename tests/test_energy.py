@@ -29,13 +29,18 @@ def test_strided_conv_and_linear_fan_out():
     assert dense_macs(nn.Conv2d(4, 8, 3, groups=2), torch.Size([8, 5, 5])) == 8 * 25 * 2 * 9
 
 
-def test_network_totals_and_real_inputs_counted_as_macs():
-    torch.manual_seed(0)
+def _conv_linear_snn(seed: int):
+    """A 3x3 conv (padding 1) -> ExpG -> linear network on 6x6 inputs, calibrated, converted."""
+    torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), ExpGQuant(4, 2), nn.Flatten(1),
                           nn.Linear(4 * 36, 3))
     x = torch.randn(8, 1, 6, 6)
     calibrate(model, [x])
-    snn = convert(model.eval())
+    return convert(model.eval()), x
+
+
+def test_network_totals_and_real_inputs_counted_as_macs():
+    snn, x = _conv_linear_snn(0)
     report = count_operations(snn, [x[:5], x[5:]])
     first, last = report["per_layer"]
     assert first["input"] == "real"  # pixels are never counted as cheap accumulates
@@ -112,12 +117,7 @@ def test_neuron_updates_by_form():
 
 
 def test_spike_statistics_per_layer():
-    torch.manual_seed(3)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), ExpGQuant(4, 2), nn.Flatten(1),
-                          nn.Linear(4 * 36, 3))
-    x = torch.randn(8, 1, 6, 6)
-    calibrate(model, [x])
-    snn = convert(model.eval())
+    snn, x = _conv_linear_snn(3)
     report = count_operations(snn, [x])
     (row,) = report["neurons"]
     snn(x, record=True)
