@@ -170,10 +170,10 @@ SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "ge2mst_cifar_ti
 @pytest.mark.cifar
 def test_the_shipped_trained_checkpoint_is_exact_on_real_images(capsys, cache_dir):
     """A trained Ge2mS-T (weights in the repository), not only calibrated ones."""
-    code, out, _ = run(capsys, "verify", "--model", "ge2mst_cifar_tiny", "--checkpoint",
-                       str(SHIPPED), "--data", str(CIFAR), "--data-dir", cache_dir, "--limit",
-                       "256", "--json", "--strict")
+    code, out, _ = run(capsys, "verify", "--checkpoint", str(SHIPPED), "--data", str(CIFAR),
+                       "--data-dir", cache_dir, "--limit", "256", "--json", "--strict")
     report = json.loads(out)
     assert code == 0 and report["calibrated"] is False
+    assert report["model"] == "ge2mst_cifar_tiny"  # taken from the checkpoint
     assert report["snn_accuracy"] == report["ann_accuracy"] > 0.5  # it learned, and SNN = ANN
     assert report["code_mismatches"] == 0 and report["max_rel_diff"] <= 1e-5

@@ -95,6 +95,11 @@ def test_float32_event_snn_agrees_with_ann(digits):
     assert report["max_rel_diff"] <= 1e-5
     assert report["illegal_patterns"] == 0
     assert report["ann_accuracy"] == report["snn_accuracy"]
+    # 16 x 8 x 8 + 32 x 4 x 4 + 32 x 4 x 4 + 64 x 2 x 2 neurons per digit image, any batching
+    assert report["neurons_per_image"] == 1024 + 512 + 512 + 256
+    single = verify(model, [(x[:7], y[:7])], dtype="float32")
+    assert single["neurons_per_image"] == report["neurons_per_image"]
+    assert single["codes_compared"] == 7 * report["neurons_per_image"]
 
 
 def test_batchnorm_is_folded_and_swaps_are_complete(digits):

@@ -51,7 +51,9 @@ def _add_data_args(p: argparse.ArgumentParser, split: str = "test", limit: int |
 
 
 def _add_model_args(p: argparse.ArgumentParser, default_model: str = "ge2mst_cnn_tiny"):
-    p.add_argument("--model", default=default_model, help=f"registered model (default: {default_model})")
+    p.add_argument("--model", default=None, help="registered model (default: the checkpoint's "
+                   f"model, else {default_model})")
+    p.set_defaults(default_model=default_model)
     p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint of the model")
     p.add_argument("--T", type=_positive_int, default=None, help="time steps (default: 4, or "
                    "the checkpoint's)")
@@ -171,7 +173,9 @@ def load_model_for(args, data) -> tuple[torch.nn.Module, dict]:
         override["G"] = args.groups
     if args.checkpoint:
         model, config = load_checkpoint(args.checkpoint, model_name=args.model, **override)
+        args.model = config["model"]
         return model, config
+    args.model = args.model or args.default_model
     override.setdefault("T", 4)
     override.setdefault("G", 2)
     model = create_model(args.model, num_classes=data.num_classes, in_chans=data.in_chans,

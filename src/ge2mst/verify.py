@@ -76,6 +76,7 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
             for name, neuron in snn.neurons():
                 q = quants.get(name)
                 stats.update_neuron(name, neuron, q.last_codes if q is not None else None)
+            stats.end_batch(x.shape[0])
     finally:
         for q in quants.values():
             q.record, q.last_codes = False, None
@@ -141,7 +142,9 @@ class _Stats:
             self.labelled += labels.numel()
             self.ann_correct += int((pa == labels).sum())
             self.snn_correct += int((ps == labels).sum())
-        self.neurons_per_image = self._batch_neurons
+
+    def end_batch(self, batch_size: int) -> None:
+        self.neurons_per_image = self._batch_neurons // batch_size
         self._batch_neurons = 0
 
     def update_neuron(self, name: str, neuron: nn.Module, ann_codes: torch.Tensor | None) -> None:
@@ -152,7 +155,7 @@ class _Stats:
         self.max_spikes = max(self.max_spikes, int(count.max()))
         self.spike_total += int(count.sum())
         self.neuron_total += count.numel()
-        self._batch_neurons += count[0].numel()
+        self._batch_neurons += count.numel()
         if isinstance(neuron, ExpGIF):
             self.illegal += int(neuron.book.illegal_mask(spikes).sum())
             codes = neuron.book.code_of(spikes)
