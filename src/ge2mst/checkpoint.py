@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .faults import fault_point
 from .models import create_model
 
 FORMAT = "ge2mst-checkpoint/1"
@@ -36,6 +37,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("save")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

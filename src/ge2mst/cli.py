@@ -27,6 +27,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def _percentile(text: str) -> float:
     try:
         value = float(text)
@@ -124,6 +148,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="write a PNG")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_effdim)
+
+    p = sub.add_parser("train", help="progressive ExpG training in a folder, safe to kill and to "
+                                     "resume (--resume)")
+    _add_data_args(p, limit=None)
+    p.add_argument("--model", default="ge2mst_cnn_tiny")
+    p.add_argument("--width", type=_positive_int, default=None, help="base width (model default)")
+    p.add_argument("--T", type=_positive_int, default=4)
+    p.add_argument("--groups", "-G", type=_positive_int, default=2)
+    p.add_argument("--epochs", type=_positive_int, default=30)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--lr", type=_positive_float, default=3e-3)
+    p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
+    p.add_argument("--warmup-epochs", type=_non_negative_float, default=1.0)
+    p.add_argument("--label-smoothing", type=_non_negative_float, default=0.1)
+    p.add_argument("--grad-clip", type=_non_negative_float, default=5.0)
+    p.add_argument("--ramp-end", type=_positive_float, default=0.7,
+                   help="fraction of training at which ClipReLU has become ExpG (p = 1)")
+    p.add_argument("--crop-padding", type=int, default=1)
+    p.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    p.add_argument("--train-limit", type=_positive_int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/train", help="folder of the run (default: runs/train)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("quickstart", help="train a small ExpG network, convert it, verify it "
                        "and report its energy (the embedded default runs in minutes on a CPU)")
@@ -317,6 +366,19 @@ def cmd_effdim(args) -> int:
         if fit:
             print(f"C = {fit['C']:.4g} (CI {fit['ci'][0]:.3g}..{fit['ci'][1]:.3g}), R^2 = {fit['r2']}")
     return 0
+
+
+def cmd_train(args) -> int:
+    from .training_run import run_training
+
+    report = run_training(args)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"last epoch: {report['last_epoch']}")
+        print(f"test accuracy ANN {report['ann_accuracy']}, SNN {report['snn_accuracy']}, "
+              f"exact {report['exact']}; weights {report['checkpoint']}")
+    return 0 if report["exact"] else 1
 
 
 def cmd_quickstart(args) -> int:

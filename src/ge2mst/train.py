@@ -8,13 +8,14 @@ converted. AdamW, linear warm-up then cosine decay, label smoothing, gradient cl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from .augment import augment
 from .errors import ConfigError
+from .faults import fault_point
 from .quant import set_mixing
 
 
@@ -61,42 +62,64 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, base: float) -
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-          progress: bool = True, log=None) -> list[dict]:
-    """Train ``model`` on normalised ``images`` / ``labels`` in place; return per-epoch metrics."""
-    if images.shape[0] != labels.shape[0]:
-        raise ConfigError(f"{images.shape[0]} images but {labels.shape[0]} labels")
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.dim() <= 1 or name.endswith(".lam") else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    n = images.shape[0]
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    history = []
-    bar = _bar(total, progress)
-    step = 0
-    for epoch in range(cfg.epochs):
+class Trainer:
+    """The training loop, resumable to the step: ``state_dict`` holds everything a resumed run
+    needs (weights, optimizer, the data-order / augmentation generator, counters, history), so
+    that continuing from it gives the same weights as a run that was never interrupted."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 cfg: TrainConfig) -> None:
+        if images.shape[0] != labels.shape[0]:
+            raise ConfigError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        self.model, self.images, self.labels, self.cfg = model, images, labels, cfg
+        torch.manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            (no_decay if p.dim() <= 1 or name.endswith(".lam") else decay).append(p)
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        n = images.shape[0]
+        self.steps_per_epoch = math.ceil(n / cfg.batch_size)
+        self.total = cfg.epochs * self.steps_per_epoch
+        self.warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
+        self.epoch = 0  # completed epochs
+        self.step = 0
+        self.history: list[dict] = []
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "generator": self.gen.get_state(), "epoch": self.epoch, "step": self.step,
+                "history": self.history, "config": asdict(self.cfg)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("config") != asdict(self.cfg):
+            raise ConfigError("the resumed run's training settings differ from the saved ones: "
+                              f"saved {state.get('config')}, now {asdict(self.cfg)}")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        self.epoch, self.step, self.history = state["epoch"], state["step"], list(state["history"])
+
+    def run_epoch(self, bar=None) -> dict:
+        model, cfg, opt = self.model, self.cfg, self.opt
+        n = self.images.shape[0]
         model.train()
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(n, generator=self.gen)
         loss_sum = correct = 0.0
         for i in range(0, n, cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
-            x = augment(images[idx], gen, padding=cfg.crop_padding, hflip=cfg.hflip)
-            y = labels[idx]
-            p = mixing_fraction(step, total, cfg.ramp_end)
+            x = augment(self.images[idx], self.gen, padding=cfg.crop_padding, hflip=cfg.hflip)
+            y = self.labels[idx]
+            p = mixing_fraction(self.step, self.total, cfg.ramp_end)
             set_mixing(model, p)
             for group in opt.param_groups:
-                group["lr"] = learning_rate(step, total, warmup, cfg.lr)
+                group["lr"] = learning_rate(self.step, self.total, self.warmup, cfg.lr)
             out = model(x)
-            loss = loss_fn(out, y)
+            loss = self.loss_fn(out, y)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {float(loss)} at epoch {epoch + 1}")
+                raise FloatingPointError(f"the loss became {float(loss)} at epoch {self.epoch + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -108,20 +131,40 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Tra
                         q.lam.clamp_(min=1e-3)  # lambda stays positive
             loss_sum += float(loss.detach()) * len(idx)
             correct += float((out.argmax(1) == y).sum())
-            step += 1
+            self.step += 1
+            fault_point("step", self.step)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.3f}", p=f"{p:.2f}")
-        record = {"epoch": epoch + 1, "loss": loss_sum / n, "train_accuracy": correct / n,
-                  "p": mixing_fraction(step, total, cfg.ramp_end)}
-        history.append(record)
-        if log is not None:
-            log(record)
-    if bar is not None:
-        bar.close()
-    set_mixing(model, 1.0)
-    model.eval()
-    return history
+                bar.set_postfix(epoch=self.epoch + 1, loss=f"{float(loss.detach()):.3f}",
+                                p=f"{p:.2f}")
+        self.epoch += 1
+        record = {"epoch": self.epoch, "loss": loss_sum / n, "train_accuracy": correct / n,
+                  "p": mixing_fraction(self.step, self.total, cfg.ramp_end),
+                  "lr": learning_rate(self.step - 1, self.total, self.warmup, cfg.lr)}
+        self.history.append(record)
+        return record
+
+    def fit(self, progress: bool = True, on_epoch_end=None) -> list[dict]:
+        """Train the remaining epochs; ``on_epoch_end(trainer, record)`` after each one."""
+        bar = _bar(self.total, progress)
+        if bar is not None:
+            bar.update(self.step)
+        while self.epoch < self.cfg.epochs:
+            record = self.run_epoch(bar)
+            if on_epoch_end is not None:
+                on_epoch_end(self, record)
+        if bar is not None:
+            bar.close()
+        set_mixing(self.model, 1.0)
+        self.model.eval()
+        return self.history
+
+
+def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+          progress: bool = True, log=None) -> list[dict]:
+    """Train ``model`` on normalised ``images`` / ``labels`` in place; return per-epoch metrics."""
+    trainer = Trainer(model, images, labels, cfg)
+    return trainer.fit(progress, None if log is None else (lambda t, record: log(record)))
 
 
 def _bar(total: int, enabled: bool):
@@ -143,4 +186,4 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / images.shape[0]
 
 
-__all__ = ["TrainConfig", "accuracy", "learning_rate", "mixing_fraction", "train"]
+__all__ = ["TrainConfig", "Trainer", "accuracy", "learning_rate", "mixing_fraction", "train"]
