@@ -2,23 +2,34 @@
 
 ``load_dataset(spec, split, limit, seed)`` accepts
 
-- ``"digits"``: scikit-learn's bundled 8 x 8 handwritten digits (offline; the embedded default),
-  with a fixed stratified 80 / 20 train / test split that never depends on ``seed``;
-- an ImageFolder directory ``<dir>/<class>/<image>`` (the ImageNet layout);
-- a directory of split folders (``train/``, ``test/``, ``val/``), each an ImageFolder;
-- a ``.tar.gz`` / ``.tgz`` archive of either, extracted once (atomically) into a cache folder.
+- ``"digits"``: scikit-learn's bundled 8 x 8 handwritten digits (offline), with a fixed
+  stratified 80 / 20 train / test split that never depends on ``seed`` (``"val"`` = ``"test"``);
+- an ImageFolder directory ``<dir>/<class>/<image>`` (the ImageNet layout; labels follow the
+  sorted class names; ``split`` is not used);
+- a directory of split folders (``train/``, ``test/``, optionally ``val/``), each an ImageFolder;
+- a ``.tar.gz`` / ``.tgz`` archive of either, extracted once, atomically, into a cache folder
+  (``cache_dir``, else ``$GE2MST_CACHE``, else ``~/.cache/ge2mst``). A single folder that wraps
+  the whole content of an archive is looked through.
 
-Images come back as float32 N x C x H x W in [0, 1]; `normalize` applies per-channel statistics.
+Images come back as float32 N x C x H x W in [0, 1] (RGB for folders, one channel for digits);
+`normalize` applies per-channel statistics such as those of `ImageDataset.channel_stats`.
+With ``limit``, a seeded, class-balanced subset is chosen before any file is decoded.
+Every user-facing failure raises `DataError` with a one-line message.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import operator
 import os
 import shutil
+import struct
 import tarfile
 import tempfile
-from collections.abc import Iterator
+import time
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +38,21 @@ import torch
 
 from .errors import DataError
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 SPLIT_NAMES = ("train", "test", "val")
-_MARKER = ".ge2mst-complete"
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+DIGITS_SPEC = "digits"
+
+_MARKER = ".ge2mst-complete"  # written last into an extraction: without it a folder is not used
+_PARTIAL = ".partial-"  # infix of the temporary folders that extractions are built in
+_STALE_SECONDS = 3600.0  # a temporary folder untouched this long belongs to a killed extraction
+_PROGRESS_MIN = 2000  # show a progress bar (when asked for) from this many images on
+_STATS_CHUNK = 4096  # images per chunk when channel statistics are accumulated
 
 
 @dataclass
 class ImageDataset:
-    """Images (float32 N x C x H x W in [0, 1]), integer labels and class names."""
+    """Images (float32 N x C x H x W in [0, 1], not normalised), int64 labels and class names."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -43,195 +61,383 @@ class ImageDataset:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (``len(classes)``); labels lie in ``0 .. num_classes - 1``."""
         return len(self.classes)
 
     @property
     def in_chans(self) -> int:
+        """Channels per image (3 for folders, 1 for digits)."""
         return int(self.images.shape[1])
 
     @property
     def image_size(self) -> tuple[int, int]:
+        """(height, width) of every image."""
         return int(self.images.shape[2]), int(self.images.shape[3])
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and standard deviation (std at least 1e-6)."""
-        x = self.images.transpose(0, 1).flatten(1).to(torch.float64)
-        return x.mean(1).float(), x.std(1).clamp_min(1e-6).float()
+        """Per-channel mean and (unbiased) standard deviation, float32, std clamped at >= 1e-6.
+
+        Accumulated in float64, chunk by chunk, so large sets need no float64 copy.
+        """
+        x = self.images
+        count = x.numel() // max(1, x.shape[1])
+        if count == 0:
+            raise DataError(f"data set {self.name!r} holds no images: there are no statistics")
+        dims = (0, *range(2, x.dim()))
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        total = torch.zeros(x.shape[1], dtype=torch.float64)
+        for chunk in x.split(_STATS_CHUNK):
+            total += chunk.sum(dims, dtype=torch.float64)
+        mean = total / count
+        squares = torch.zeros_like(total)
+        for chunk in x.split(_STATS_CHUNK):
+            squares += (chunk.to(torch.float64) - mean.view(shape)).square().sum(dims)
+        std = (squares / max(1, count - 1)).sqrt()
+        return mean.float(), std.clamp_min(1e-6).float()
 
     def batches(self, batch_size: int, shuffle: bool = False,
                 seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(images, labels) batches, in order or shuffled by ``seed``."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise DataError(f"batch size must be a whole number >= 1, got {batch_size!r}")
+        """(images, labels) batches of ``batch_size`` (the last may be smaller).
+
+        In stored order the batches are views of the stored tensors; ``shuffle`` draws one
+        permutation from a ``torch.Generator`` seeded with ``seed``.
+        """
+        size = _whole_number(batch_size, "batch size")
         n = len(self)
-        order = (torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle
-                 else torch.arange(n))
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
+        if not shuffle:
+            for i in range(0, n, size):
+                yield self.images[i:i + size], self.labels[i:i + size]
+            return
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        for i in range(0, n, size):
+            idx = order[i:i + size]
             yield self.images[idx], self.labels[idx]
 
 
-def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """(x - mean[c]) / std[c] for B x C x ... images."""
+def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float],
+              std: torch.Tensor | Sequence[float]) -> torch.Tensor:
+    """``(x - mean[c]) / std[c]`` for B x C x ... images (channels on dimension 1)."""
+    chans = images.shape[1] if images.dim() >= 2 else 0
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).flatten()
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).flatten()
+    if chans == 0 or mean.numel() != chans or std.numel() != chans:
+        raise DataError(f"normalize: images of shape {tuple(images.shape)} have {chans} channels "
+                        f"but mean has {mean.numel()} and std {std.numel()} values: give B x C x "
+                        "H x W images and one value per channel")
     shape = (1, -1) + (1,) * (images.dim() - 2)
-    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(shape)
-    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(shape)
-    return (images - mean) / std
+    return (images - mean.view(shape)) / std.view(shape)
 
 
-def load_dataset(spec: str, split: str = "test", limit: int | None = None, seed: int = 0,
-                 cache_dir: str | os.PathLike | None = None,
+def load_dataset(spec: str | os.PathLike[str], split: str = "test", limit: int | None = None,
+                 seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
                  progress: bool = False) -> ImageDataset:
-    """Load a data set by ``spec`` (see the module docstring)."""
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise DataError(f"limit must be a whole number >= 1, got {limit!r}")
-    if spec == "digits":
-        return _digits(split, limit, seed)
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise DataError(f"data {spec!r} not found: give 'digits', an ImageFolder directory, a "
-                        "directory with train/ and test/ folders, or a .tar.gz of one")
+    """Load the ``split`` of the data set ``spec`` (see the module docstring for the forms).
+
+    Args:
+        spec: ``"digits"``, an ImageFolder directory, a directory of split folders, or a
+            ``.tar.gz`` / ``.tgz`` archive of either.
+        split: ``"train"``, ``"test"`` or ``"val"``; unused for a plain ImageFolder.
+        limit: keep only this many images (>= 1), balanced over classes and chosen by ``seed``.
+        seed: seed of the ``limit`` choice (the digits split itself never depends on it).
+        cache_dir: where archives are extracted (default ``$GE2MST_CACHE`` or
+            ``~/.cache/ge2mst``).
+        progress: show a tqdm bar while many images are decoded (if tqdm is installed).
+    """
+    if limit is not None:
+        limit = _whole_number(limit, "limit")
+    if isinstance(spec, str) and spec == DIGITS_SPEC:
+        return _load_digits(split, limit, seed)
+    text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if not text or not path.exists():
+        raise DataError(f"data {text!r} not found: give 'digits', an ImageFolder directory "
+                        "(<dir>/<class>/<image>), a directory with train/ and test/ folders, or "
+                        "a .tar.gz of one")
+    display = path.resolve().name
     if path.is_file():
-        if not path.name.endswith((".tar.gz", ".tgz")):
-            raise DataError(f"data file {spec!r} is not a .tar.gz/.tgz archive")
-        path = _extract(path, cache_dir)
-    root, name = _split_root(path, split)
-    return _image_folder(root, name, limit, seed, progress)
+        if not path.name.lower().endswith(ARCHIVE_SUFFIXES):
+            raise DataError(f"data file {text!r} is not a .tar.gz/.tgz archive: give an archive, "
+                            "an ImageFolder directory or 'digits'")
+        display = _archive_stem(path.name)
+        path = _unwrap(_extract(path, cache_dir))
+    root, name = _pick_split(path, split, display)
+    return _load_image_folder(root, name, limit, seed, progress)
 
 
-# ---- digits -----------------------------------------------------------------------------------
-def _digits(split: str, limit: int | None, seed: int) -> ImageDataset:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    if split not in SPLIT_NAMES:
-        raise DataError(f"digits has the splits train and test (val = test), not {split!r}")
-    d = load_digits()
-    idx = np.arange(len(d.target))
-    train_idx, test_idx = train_test_split(idx, test_size=0.2, random_state=0, stratify=d.target)
-    chosen = np.sort(train_idx if split == "train" else test_idx)
-    labels = torch.as_tensor(d.target[chosen], dtype=torch.int64)
-    images = torch.as_tensor(d.images[chosen], dtype=torch.float32).unsqueeze(1) / 16.0
-    keep = _balanced(labels.tolist(), limit, seed)
-    classes = [str(c) for c in range(10)]
-    return ImageDataset(images[keep], labels[keep], classes, f"digits/{split}")
+def _whole_number(value: object, what: str) -> int:
+    """``value`` as an int >= 1, else DataError."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        number = 0
+    if number < 1:
+        raise DataError(f"{what} must be a whole number >= 1, got {value!r}")
+    return number
 
 
-def _balanced(labels: list[int], limit: int | None, seed: int) -> list[int]:
-    """Indices of ``limit`` items balanced over classes (seeded), in round-robin order."""
+def _balanced_choice(labels: Sequence[int], limit: int | None, seed: int) -> list[int]:
+    """Indices of ``limit`` items balanced over classes, in round-robin class order.
+
+    Each class (in increasing label order) is permuted by one ``torch.Generator`` seeded with
+    ``seed``; the classes then take turns. Without ``limit`` (or when it covers everything) all
+    indices come back in stored order.
+    """
     if limit is None or limit >= len(labels):
         return list(range(len(labels)))
     gen = torch.Generator().manual_seed(seed)
     by_class: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
-        by_class.setdefault(y, []).append(i)
+        by_class.setdefault(int(y), []).append(i)
     queues = []
     for y in sorted(by_class):
         members = by_class[y]
-        perm = torch.randperm(len(members), generator=gen).tolist()
-        queues.append([members[p] for p in perm])
+        queues.append([members[p] for p in torch.randperm(len(members), generator=gen).tolist()])
     picked: list[int] = []
     depth = 0
     while len(picked) < limit:
-        for q in queues:
-            if depth < len(q) and len(picked) < limit:
-                picked.append(q[depth])
+        picked += [q[depth] for q in queues if depth < len(q)][:limit - len(picked)]
         depth += 1
     return picked
 
 
-# ---- folders and archives ---------------------------------------------------------------------
-def _split_root(path: Path, split: str) -> tuple[Path, str]:
+# ---- digits -------------------------------------------------------------------------------------
+def _load_digits(split: str, limit: int | None, seed: int) -> ImageDataset:
+    """scikit-learn's 8 x 8 digits, one channel in [0, 1], fixed stratified 80 / 20 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if split not in SPLIT_NAMES:
+        raise DataError(f"split {split!r} does not exist for 'digits': use 'train' or 'test' "
+                        "('val' is the same as 'test')")
+    split = "test" if split == "val" else split
+    digits = load_digits()
+    index = np.arange(len(digits.target))
+    train_idx, test_idx = train_test_split(index, test_size=0.2, random_state=0,
+                                           stratify=digits.target)
+    chosen = np.sort(train_idx if split == "train" else test_idx)
+    labels = torch.as_tensor(digits.target[chosen], dtype=torch.int64)
+    images = torch.as_tensor(digits.images[chosen], dtype=torch.float32).unsqueeze(1) / 16.0
+    keep = torch.as_tensor(_balanced_choice(labels.tolist(), limit, seed), dtype=torch.int64)
+    classes = [str(c) for c in range(10)]
+    return ImageDataset(images[keep].contiguous(), labels[keep], classes, f"digits/{split}")
+
+
+# ---- image folders ------------------------------------------------------------------------------
+def _visible(entries: Iterable[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
+    """Entries whose names do not start with a dot (hidden files, AppleDouble ``._*``, markers)."""
+    return [e for e in entries if not e.name.startswith(".")]
+
+
+def _pick_split(path: Path, split: str, display: str) -> tuple[Path, str]:
+    """The ImageFolder for ``split`` under ``path`` and the data set's name."""
     if not path.is_dir():
-        raise DataError(f"{str(path)!r} is not a directory")
+        raise DataError(f"{str(path)!r} is not a directory: give an ImageFolder directory")
     present = [s for s in SPLIT_NAMES if (path / s).is_dir()]
-    if present:
-        if split not in present:
-            raise DataError(f"split {split!r} not found in {str(path)!r}; present: {present}")
-        return path / split, f"{path.name}/{split}"
-    return path, path.name
+    if not present:
+        return path, display
+    if split not in present:
+        raise DataError(f"split {split!r} not found in {display!r} ({str(path)!r}); present: "
+                        f"{', '.join(present)}")
+    return path / split, f"{display}/{split}"
 
 
-def _image_folder(root: Path, name: str, limit: int | None, seed: int,
-                  progress: bool) -> ImageDataset:
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+def _list_image_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
+    """Sorted class names, image paths (sorted within a class) and their labels."""
+    try:
+        with os.scandir(root) as it:
+            classes = sorted(e.name for e in _visible(it) if e.is_dir())
+    except OSError as exc:
+        raise DataError(f"cannot read the folder {str(root)!r} ({exc})") from None
     if not classes:
-        raise DataError(f"{str(root)!r} has no class sub-folders (expected <dir>/<class>/<image>)")
-    files: list[Path] = []
+        raise DataError(f"{str(root)!r} has no class sub-folders: expected <dir>/<class>/<image>"
+                        " or train/ and test/ folders of that form")
+    files: list[str] = []
     labels: list[int] = []
     for label, cls in enumerate(classes):
-        members = sorted(p for p in (root / cls).iterdir()
-                         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        try:
+            with os.scandir(root / cls) as it:
+                members = sorted(e.path for e in _visible(it) if e.is_file()
+                                 and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+        except OSError as exc:
+            raise DataError(f"cannot read the class folder {str(root / cls)!r} ({exc})") from None
         if not members:
-            raise DataError(f"class folder {str(root / cls)!r} holds no images "
-                            f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise DataError(f"class folder {cls!r} ({str(root / cls)!r}) holds no images: add "
+                            f"{'/'.join(sorted(IMAGE_EXTENSIONS))} files or remove the folder")
         files += members
         labels += [label] * len(members)
-    keep = _balanced(labels, limit, seed)
-    arrays = []
-    size = None
-    it = keep
-    if progress and len(keep) > 2000:
-        try:
-            from tqdm.auto import tqdm
-
-            it = tqdm(keep, desc=f"decode {name}", unit="img", leave=False)
-        except ImportError:  # pragma: no cover
-            pass
-    for i in it:
-        arr = _decode(files[i])
-        if size is None:
-            size = arr.shape
-        elif arr.shape != size:
-            raise DataError(f"image {str(files[i])!r} is {arr.shape[1]}x{arr.shape[0]}, others are "
-                            f"{size[1]}x{size[0]}: all images must share one size")
-        arrays.append(arr)
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
-    return ImageDataset(images.contiguous(), torch.tensor([labels[i] for i in keep]), classes, name)
+    return classes, files, labels
 
 
-def _decode(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def _load_image_folder(root: Path, name: str, limit: int | None, seed: int,
+                       progress: bool) -> ImageDataset:
+    """Decode the chosen images of the ImageFolder ``root`` (all of them without ``limit``)."""
+    classes, files, labels = _list_image_folder(root)
+    keep = _balanced_choice(labels, limit, seed)
+    chosen = [files[i] for i in keep]
+    pixels: np.ndarray | None = None
+    for n, file in enumerate(_with_progress(chosen, name, progress)):
+        arr = _decode(file)
+        if pixels is None:
+            pixels = np.empty((len(chosen), *arr.shape), dtype=np.uint8)
+        elif arr.shape != pixels.shape[1:]:
+            raise DataError(f"image {file!r} is {arr.shape[1]}x{arr.shape[0]} but "
+                            f"{chosen[0]!r} is {pixels.shape[2]}x{pixels.shape[1]}: all images "
+                            "must share one size (resize them first)")
+        pixels[n] = arr
+    assert pixels is not None  # there is at least one class, and no class is empty
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+    targets = torch.tensor([labels[i] for i in keep], dtype=torch.int64)
+    return ImageDataset(images, targets, classes, name)
+
+
+def _with_progress(items: list[str], name: str, progress: bool) -> Iterable[str]:
+    """``items``, behind a tqdm bar when asked for, worth it and tqdm is installed."""
+    if not progress or len(items) < _PROGRESS_MIN:
+        return items
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=f"decode {name}", unit="img", leave=False)
+
+
+def _decode(file: str) -> np.ndarray:
+    """H x W x 3 uint8 RGB pixels of one image file; DataError names a corrupt one."""
+    from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"image {str(path)!r} is corrupt or truncated ({exc})") from None
+        with Image.open(file) as img:
+            img.load()  # decode now, so that a truncated file fails here
+            rgb = img if img.mode == "RGB" else img.convert("RGB")
+            return np.asarray(rgb, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
+            Image.DecompressionBombError) as exc:
+        raise DataError(f"image {file!r} is corrupt or truncated ({_one_line(exc)}): replace or "
+                        "remove it") from None
 
 
-def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
+def _one_line(exc: BaseException) -> str:
+    """An exception's text on one line (its type name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# ---- archives -----------------------------------------------------------------------------------
+def _archive_stem(filename: str) -> str:
+    """``cifar10-jpg.tar.gz`` -> ``cifar10-jpg``."""
+    lower = filename.lower()
+    for suffix in ARCHIVE_SUFFIXES:
+        if lower.endswith(suffix):
+            return filename[: -len(suffix)]
+    return filename
+
+
+def _cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where archives are extracted: ``cache_dir``, else ``$GE2MST_CACHE``, else ~/.cache/ge2mst."""
     if cache_dir is not None:
-        return Path(cache_dir)
+        return Path(cache_dir).expanduser()
     env = os.environ.get("GE2MST_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "ge2mst"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ge2mst"
 
 
-def _extract(archive: Path, cache_dir: str | os.PathLike | None) -> Path:
-    """Extract ``archive`` once into the cache; a folder counts only once its marker exists."""
+def _extract(archive: Path, cache_dir: str | os.PathLike[str] | None) -> Path:
+    """The cache folder holding ``archive``'s content, extracted on first use.
+
+    The folder is ``<stem>-<12 hex digits>``, keyed on the archive's file name, size and
+    modification time (so a changed archive is extracted afresh). Extraction goes into a
+    temporary sibling folder; the marker file (with the archive's sha256) is written last and the
+    folder is then renamed into place, so an interrupted extraction is never taken as complete.
+    """
+    if not hasattr(tarfile, "data_filter"):
+        raise DataError(f"archive {str(archive)!r}: safe extraction needs Python >= 3.11.4; "
+                        "extract it yourself and pass the folder")
     stat = archive.stat()
-    key = hashlib.sha256(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    stem = archive.name.removesuffix(".tar.gz").removesuffix(".tgz")
-    target = _cache_root(cache_dir) / f"{stem}-{key.hexdigest()[:12]}"
+    key = hashlib.sha256(f"{archive.name}\n{stat.st_size}\n{stat.st_mtime_ns}".encode())
+    cache = _cache_root(cache_dir)
+    target = cache / f"{_archive_stem(archive.name)}-{key.hexdigest()[:12]}"
     if (target / _MARKER).is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=target.parent))
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        cache.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(cache, target.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL}", dir=cache))
+    except OSError as exc:
+        raise DataError(f"cannot write to the cache folder {str(cache)!r} ({exc}): pass "
+                        "cache_dir or set GE2MST_CACHE to a writable folder") from None
+    try:
+        digest = _sha256(archive)
+        with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(tmp, filter="data")
-        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-        (tmp / _MARKER).write_text(f"sha256 {digest}\n")
-        if target.exists():  # a leftover without marker (an interrupted extraction)
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+        marker = {"archive": str(archive.resolve()), "sha256": digest, "size": stat.st_size,
+                  "mtime_ns": stat.st_mtime_ns}
+        (tmp / _MARKER).write_text(json.dumps(marker) + "\n")
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if (target / _MARKER).is_file():  # another process finished first
-            return target
-        raise DataError(f"archive {str(archive)!r} could not be extracted ({exc})") from None
+        raise DataError(f"archive {str(archive)!r} could not be extracted ({_one_line(exc)}): "
+                        "check that it is a complete .tar.gz") from None
+    _install(tmp, target)
     return target
+
+
+def _install(tmp: Path, target: Path) -> None:
+    """Rename the finished extraction ``tmp`` to ``target``.
+
+    A ``target`` without marker (left incomplete by some other means) is moved aside and removed
+    first; if another process installed a complete ``target`` meanwhile, ``tmp`` is dropped.
+    """
+    if target.exists() and not (target / _MARKER).is_file():
+        stale = Path(tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL}", dir=target.parent))
+        os.replace(target, stale / "old")
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        os.replace(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / _MARKER).is_file():
+            raise DataError(f"cannot move the extraction into {str(target)!r} ({exc}): remove "
+                            "that folder and retry") from None
+
+
+def _remove_stale_partials(cache: Path, target_name: str) -> None:
+    """Delete temporary extraction folders of ``target_name`` left by killed runs."""
+    prefix = f".{target_name}{_PARTIAL}"
+    now = time.time()
+    for entry in cache.iterdir():
+        if entry.name.startswith(prefix):
+            try:
+                if now - entry.stat().st_mtime > _STALE_SECONDS:
+                    shutil.rmtree(entry, ignore_errors=True)
+            except OSError:
+                pass
+
+
+def _sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unwrap(root: Path) -> Path:
+    """Look through folders that wrap a whole extracted archive (``set/train/...``).
+
+    A lone sub-folder is entered only while the current folder has nothing else and no split
+    folders, and the sub-folder holds only folders (so a one-class ImageFolder is kept as is).
+    """
+    while not any((root / s).is_dir() for s in SPLIT_NAMES):
+        with os.scandir(root) as it:
+            entries = _visible(it)
+        if len(entries) != 1 or not entries[0].is_dir():
+            break
+        with os.scandir(entries[0].path) as it:
+            inner = _visible(it)
+        if not inner or not all(e.is_dir() for e in inner):
+            break
+        root = Path(entries[0].path)
+    return root
