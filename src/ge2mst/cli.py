@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", "-G", type=_positive_int, default=2)
     p.add_argument("--epochs", type=_positive_int, default=30)
     p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=_positive_float, default=3e-3)
     p.add_argument("--train-limit", type=_positive_int, default=None,
                    help="use this many training images (default: all)")
     p.add_argument("--seed", type=int, default=0)
