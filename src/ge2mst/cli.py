@@ -18,14 +18,23 @@ from .energy import PRESETS
 from .errors import Ge2msError
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+def _int_type(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_type(1)
+_non_negative_int = _int_type(0)
 
 
 def _number_type(accept, what: str):
@@ -45,6 +54,7 @@ def _number_type(accept, what: str):
 
 _positive_float = _number_type(lambda v: v > 0, "a positive number")
 _non_negative_float = _number_type(lambda v: v >= 0, "a number >= 0")
+_unit_interval = _number_type(lambda v: 0 <= v < 1, "a number in [0, 1)")
 _percentile = _number_type(lambda v: 0 < v <= 100, "a percentile in (0, 100]")
 
 
@@ -84,8 +94,15 @@ def _add_run_args(p: argparse.ArgumentParser, limit: int = 512) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on standard error (exit 2), with a pointer to --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ge2mst",
         description="Ge2mS-T: ExpG spiking networks, exactly lossless conversion, energy counts.")
     parser.add_argument("--version", action="version", version=f"ge2mst {__version__}")
@@ -136,15 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_effdim)
 
-    p = sub.add_parser("train", help="progressive ExpG training in a folder, safe to kill and to "
-                                     "resume (--resume)")
+    p = sub.add_parser("train", help="train in a folder, safe to kill and to resume (--resume): "
+                                     "progressive ExpG training, or STBP for the baselines")
     _add_data_args(p, limit=None)
-    p.add_argument("--model", default="ge2mst_cnn_tiny")
+    p.add_argument("--frames", type=_positive_int, default=None,
+                   help="event data: time frames per sample (stacked as 2 x frames channels)")
+    p.add_argument("--model", default=None, help="registered model (default: ge2mst_cnn_tiny, or "
+                   "the --finetune checkpoint's)")
+    p.add_argument("--method", choices=("progressive", "stbp"), default=None,
+                   help="progressive (ExpG models) or stbp (spiking baselines); default: the model's")
+    p.add_argument("--finetune", default=None, metavar="CHECKPOINT",
+                   help="start from these weights with a new head (and an input adapter when the "
+                        "data have other channels, e.g. event frames)")
     p.add_argument("--width", type=_positive_int, default=None, help="base width (model default)")
-    p.add_argument("--T", type=_positive_int, default=4)
-    p.add_argument("--groups", "-G", type=_positive_int, default=2)
+    p.add_argument("--T", type=_positive_int, default=None, help="time steps (default: 4, or the "
+                   "--finetune checkpoint's)")
+    p.add_argument("--groups", "-G", type=_positive_int, default=None,
+                   help="temporal groups G dividing T (default: 2, or the checkpoint's)")
     p.add_argument("--epochs", type=_positive_int, default=30)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64,
+                   help="global batch size (shared by the processes under torchrun)")
     p.add_argument("--lr", type=_positive_float, default=3e-3)
     p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
     p.add_argument("--warmup-epochs", type=_non_negative_float, default=1.0)
@@ -152,8 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=_non_negative_float, default=5.0)
     p.add_argument("--ramp-end", type=_positive_float, default=0.7,
                    help="fraction of training at which ClipReLU has become ExpG (p = 1)")
-    p.add_argument("--crop-padding", type=int, default=1)
+    p.add_argument("--crop-padding", type=_non_negative_int, default=1)
     p.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    p.add_argument("--mixup", type=_non_negative_float, default=0.0, metavar="ALPHA",
+                   help="mixup with Beta(ALPHA, ALPHA) mixing (default: off)")
+    p.add_argument("--cutmix", type=_non_negative_float, default=0.0, metavar="ALPHA",
+                   help="cutmix with Beta(ALPHA, ALPHA) areas (default: off; with --mixup, one "
+                        "of the two per batch)")
+    p.add_argument("--ema-decay", type=_unit_interval, default=0.0,
+                   help="keep a moving average of the weights with this decay (e.g. 0.999) and "
+                        "export it (default: off)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast; "
+                   "float16 with loss scaling on GPUs without bfloat16)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="do not write TensorBoard logs (written when tensorboard is installed)")
     p.add_argument("--train-limit", type=_positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/train", help="folder of the run (default: runs/train)")
@@ -359,13 +400,18 @@ def cmd_train(args) -> int:
     from .training_run import run_training
 
     report = run_training(args)
+    if report is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     if args.json:
         print(json.dumps(report, indent=2))
+    elif report["method"] == "stbp":
+        print(f"last epoch: {report['last_epoch']}")
+        print(f"test accuracy (spiking network) {report['snn_accuracy']}; weights {report['checkpoint']}")
     else:
         print(f"last epoch: {report['last_epoch']}")
         print(f"test accuracy ANN {report['ann_accuracy']}, SNN {report['snn_accuracy']}, "
               f"exact {report['exact']}; weights {report['checkpoint']}")
-    return 0 if report["exact"] else 1
+    return 1 if report["exact"] is False else 0
 
 
 def cmd_quickstart(args) -> int:

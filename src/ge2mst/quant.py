@@ -133,6 +133,10 @@ class Quantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bypass:
             return x if self.signed else torch.relu(x)
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # mixed-precision training: the levels are chosen in float32, never in 8-11 bits
+            with torch.autocast(x.device.type, enabled=False):
+                return self.forward(x.float())
         lam = self.lam
         q = quantize(x, lam, self.book, self.signed)
         if self._p >= 1.0:

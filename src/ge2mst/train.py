@@ -2,21 +2,33 @@
 
 The quantizers start as ClipReLU (p = 0) and move linearly to the full ExpG quantizer (p = 1),
 which they reach at ``ramp_end`` of the run; the last epochs train the exact network that is
-converted. AdamW, linear warm-up then cosine decay, label smoothing, gradient clipping.
+converted. AdamW, linear warm-up then cosine decay, label smoothing, gradient clipping, optional
+mixup / cutmix, mixed precision (bfloat16 autocast; float16 with loss scaling on GPUs without
+bfloat16) and an exponential moving average of the weights.
+
+The same loop trains STBP baselines (`ge2mst.baselines`), whose forward pass runs the T steps
+itself: there is nothing to mix, and backpropagation goes through time.
+
+Distributed data parallel: when ``torch.distributed`` is initialised (``torchrun``), every rank
+draws the same global batch from the same generator, augments it identically and trains on its
+own slice ``batch[rank::world]``; the loss is scaled so that the averaged gradient is the global
+batch's mean gradient. Metrics are summed over ranks. BatchNorm statistics are per process.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .augment import augment
 from .errors import ConfigError
 from .faults import fault_point
-from .quant import set_mixing
+from .quant import quantizers, set_mixing
 
 
 @dataclass
@@ -31,6 +43,10 @@ class TrainConfig:
     ramp_end: float = 0.7  # fraction of training at which p reaches 1
     crop_padding: int = 1
     hflip: bool = False
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    ema_decay: float = 0.0  # 0: no moving average
+    amp: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -38,7 +54,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
-        for name in ("lr", "weight_decay", "warmup_epochs", "label_smoothing", "grad_clip"):
+        for name in ("lr", "weight_decay", "warmup_epochs", "label_smoothing", "grad_clip",
+                     "mixup_alpha", "cutmix_alpha", "ema_decay"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
@@ -48,6 +65,8 @@ class TrainConfig:
             raise ConfigError(f"ramp_end must lie in (0, 1], got {self.ramp_end}")
         if self.crop_padding < 0:
             raise ConfigError(f"crop_padding must be >= 0, got {self.crop_padding}")
+        if self.ema_decay >= 1:
+            raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
 
 
 def mixing_fraction(step: int, total_steps: int, ramp_end: float) -> float:
@@ -62,24 +81,86 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, base: float) -
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside ``torch.distributed``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    if world()[1] == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+class ModelEma:
+    """Exponential moving average of a model's state (parameters, lambdas and BN statistics).
+
+    The decay warms up as min(decay, (1 + step) / (10 + step)), so that early averages are not
+    dominated by the random initialisation."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for shadow, value in zip(self.module.state_dict().values(), model.state_dict().values(),
+                                 strict=True):
+            if shadow.is_floating_point():
+                shadow.mul_(d).add_(value.detach(), alpha=1 - d)
+            else:
+                shadow.copy_(value)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return torch.autocast(device.type, enabled=False)
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 class Trainer:
     """The training loop, resumable to the step: ``state_dict`` holds everything a resumed run
-    needs (weights, optimizer, the data-order / augmentation generator, counters, history), so
-    that continuing from it gives the same weights as a run that was never interrupted."""
+    needs (weights, optimizer, EMA, loss scaler, the data-order / augmentation generator,
+    counters, history), so that continuing from it gives the same weights as a run that was
+    never interrupted.
+
+    ``model`` may be wrapped in DistributedDataParallel by the caller; ``device`` is where the
+    batches go (the model must already be there).
+    """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 cfg: TrainConfig) -> None:
+                 cfg: TrainConfig, device: torch.device | str | None = None) -> None:
         if images.shape[0] != labels.shape[0]:
             raise ConfigError(f"{images.shape[0]} images but {labels.shape[0]} labels")
-        self.model, self.images, self.labels, self.cfg = model, images, labels, cfg
+        self.rank, self.world = world()
+        if cfg.batch_size < self.world:
+            raise ConfigError(f"batch_size {cfg.batch_size} is smaller than the {self.world} "
+                              "processes that share each batch")
+        self.model, self.cfg = model, cfg
+        self.net = model.module if hasattr(model, "module") else model  # without the DDP wrapper
+        self.device = torch.device(device) if device is not None else _device_of(self.net)
+        if self.device.type == "cuda":  # a data set that fits stays on the GPU: no copies
+            images, labels = images.to(self.device), labels.to(self.device)
+        self.images, self.labels = images, labels
+        self.num_classes = int(labels.max()) + 1 if labels.numel() else 1
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         decay, no_decay = [], []
-        for name, p in model.named_parameters():
+        for name, p in self.net.named_parameters():
             (no_decay if p.dim() <= 1 or name.endswith(".lam") else decay).append(p)
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        fp16 = cfg.amp and self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.ema = ModelEma(self.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.quantized = any(True for _ in quantizers(self.net))
         n = images.shape[0]
         self.steps_per_epoch = math.ceil(n / cfg.batch_size)
         self.total = cfg.epochs * self.steps_per_epoch
@@ -88,19 +169,51 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []
 
+    @property
+    def final_model(self) -> nn.Module:
+        """The network to evaluate and export: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.net
+
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "generator": self.gen.get_state(), "epoch": self.epoch, "step": self.step,
-                "history": self.history, "config": asdict(self.cfg)}
+        state = {"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                 "generator": self.gen.get_state(), "epoch": self.epoch, "step": self.step,
+                 "history": self.history, "config": asdict(self.cfg),
+                 "scaler": self.scaler.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.module.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("config") != asdict(self.cfg):
-            raise ConfigError("the resumed run's training settings differ from the saved ones: "
-                              f"saved {state.get('config')}, now {asdict(self.cfg)}")
-        self.model.load_state_dict(state["model"])
+        saved = {**asdict(TrainConfig()), **state.get("config", {})}  # older runs lack new fields
+        if saved != asdict(self.cfg):
+            changed = {k: (saved[k], v) for k, v in asdict(self.cfg).items() if saved.get(k) != v}
+            raise ConfigError("the resumed run's training settings differ from the saved ones "
+                              f"(setting: (saved, now)): {changed}")
+        self.net.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["ema"])
         self.epoch, self.step, self.history = state["epoch"], state["step"], list(state["history"])
+
+    def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The global batch ``idx``, augmented and mixed on every rank alike, then this rank's
+        slice: (inputs, targets for the loss, labels for the accuracy)."""
+        cfg = self.cfg
+        x = augment(self.images[idx.to(self.images.device)].to(self.device), self.gen,
+                    padding=cfg.crop_padding, hflip=cfg.hflip)
+        y = self.labels[idx.to(self.labels.device)].to(self.device)
+        target = y
+        if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
+            from .augment import mix_batch
+
+            x, target = mix_batch(x, y, self.num_classes, self.gen, mixup_alpha=cfg.mixup_alpha,
+                                  cutmix_alpha=cfg.cutmix_alpha, label_smoothing=cfg.label_smoothing)
+        if self.world > 1:
+            x, target, y = (t[self.rank::self.world] for t in (x, target, y))
+        return x, target, y
 
     def run_epoch(self, bar=None) -> dict:
         model, cfg, opt = self.model, self.cfg, self.opt
@@ -110,43 +223,71 @@ class Trainer:
         loss_sum = correct = 0.0
         for i in range(0, n, cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
-            x = augment(self.images[idx], self.gen, padding=cfg.crop_padding, hflip=cfg.hflip)
-            y = self.labels[idx]
+            x, target, y = self._batch(idx)
             p = mixing_fraction(self.step, self.total, cfg.ramp_end)
-            set_mixing(model, p)
+            set_mixing(self.net, p)
             for group in opt.param_groups:
                 group["lr"] = learning_rate(self.step, self.total, self.warmup, cfg.lr)
-            out = model(x)
-            loss = self.loss_fn(out, y)
+            with _autocast(self.device, cfg.amp):
+                out = model(x)
+            out = out.float()
+            if target.dim() == 1:
+                losses = nn.functional.cross_entropy(out, target, reduction="none",
+                                                     label_smoothing=cfg.label_smoothing)
+            else:  # soft targets of mixup / cutmix, smoothing already in them
+                losses = -(target * torch.log_softmax(out, 1)).sum(1)
+            # sum over this rank's slice / global batch size x world: DDP's gradient average is
+            # then the global batch's mean gradient; with one process it is the plain mean
+            loss = losses.sum() * (self.world / len(idx))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss became {float(loss)} at epoch {self.epoch + 1}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+                self.scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+            self.scaler.step(opt)
+            self.scaler.update()
             with torch.no_grad():
-                for q in model.modules():
+                for q in self.net.modules():
                     if hasattr(q, "lam") and isinstance(q.lam, nn.Parameter):
                         q.lam.clamp_(min=1e-3)  # lambda stays positive
-            loss_sum += float(loss.detach()) * len(idx)
+            if self.ema is not None:
+                self.ema.update(self.net, self.step)
+            loss_sum += float(losses.detach().sum())
             correct += float((out.argmax(1) == y).sum())
             self.step += 1
             fault_point("step", self.step)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(epoch=self.epoch + 1, loss=f"{float(loss.detach()):.3f}",
+                bar.set_postfix(epoch=self.epoch + 1, loss=f"{float(losses.detach().mean()):.3f}",
                                 p=f"{p:.2f}")
+        loss_sum, correct = _all_sum([loss_sum, correct], self.device)
         self.epoch += 1
+        p = mixing_fraction(self.step, self.total, cfg.ramp_end)
+        if self.ema is not None:
+            set_mixing(self.ema.module, p)
         record = {"epoch": self.epoch, "loss": loss_sum / n, "train_accuracy": correct / n,
-                  "p": mixing_fraction(self.step, self.total, cfg.ramp_end),
+                  "p": p if self.quantized else None,
                   "lr": learning_rate(self.step - 1, self.total, self.warmup, cfg.lr)}
         self.history.append(record)
         return record
 
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """Accuracy of `final_model` on ``images``, shared over the ranks."""
+        if self.world == 1:
+            return accuracy(self.final_model, images, labels)
+        for net in {id(self.net): self.net, id(self.final_model): self.final_model}.values():
+            for buffer in net.buffers():  # BN statistics are per process: rank 0's count
+                dist.broadcast(buffer, 0)
+        part = accuracy(self.final_model, images[self.rank::self.world], labels[self.rank::self.world])
+        count = len(range(self.rank, images.shape[0], self.world))
+        hits, total = _all_sum([part * count, float(count)], self.device)
+        return hits / total
+
     def fit(self, progress: bool = True, on_epoch_end=None) -> list[dict]:
         """Train the remaining epochs; ``on_epoch_end(trainer, record)`` after each one."""
-        bar = _bar(self.total, progress)
+        bar = _bar(self.total, progress and self.rank == 0)
         if bar is not None:
             bar.update(self.step)
         while self.epoch < self.cfg.epochs:
@@ -155,9 +296,16 @@ class Trainer:
                 on_epoch_end(self, record)
         if bar is not None:
             bar.close()
-        set_mixing(self.model, 1.0)
-        self.model.eval()
+        for net in (self.net, self.final_model):
+            set_mixing(net, 1.0)
+            net.eval()
         return self.history
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
@@ -179,11 +327,15 @@ def _bar(total: int, enabled: bool):
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Top-1 accuracy; batches go to the model's device."""
     model.eval()
+    device = _device_of(model)
     correct = 0
     for i in range(0, images.shape[0], batch_size):
-        correct += int((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum())
-    return correct / images.shape[0]
+        out = model(images[i:i + batch_size].to(device))
+        correct += int((out.argmax(1).cpu() == labels[i:i + batch_size].cpu()).sum())
+    return correct / max(1, images.shape[0])
 
 
-__all__ = ["TrainConfig", "Trainer", "accuracy", "learning_rate", "mixing_fraction", "train"]
+__all__ = ["ModelEma", "TrainConfig", "Trainer", "accuracy", "learning_rate", "mixing_fraction", "train",
+           "world"]

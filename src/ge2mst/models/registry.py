@@ -32,8 +32,11 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, adapter_chans: int | None = None, **kwargs) -> nn.Module:
     """Build the registered model ``name``; ``kwargs`` go to its builder.
+
+    ``adapter_chans``: put an `InputAdapter` (a 1x1 convolution from ``adapter_chans`` channels
+    onto the model's ``in_chans``) in front, e.g. to fine-tune an RGB network on event frames.
 
     The model gets ``model_name`` and ``model_kwargs`` attributes, which checkpoints record so that
     the same network can be rebuilt.
@@ -42,10 +45,18 @@ def create_model(name: str, **kwargs) -> nn.Module:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown model {name!r}{hint} (known: {', '.join(list_models())})")
+    if adapter_chans is not None and (isinstance(adapter_chans, bool) or not isinstance(adapter_chans, int)
+                                      or adapter_chans < 1):
+        raise ConfigError(f"adapter_chans must be a whole number >= 1, got {adapter_chans!r}")
     try:
         model = _REGISTRY[name](**kwargs)
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None
+    if adapter_chans is not None:
+        from .adapter import InputAdapter
+
+        model = InputAdapter(model, adapter_chans, kwargs.get("in_chans", 3))
+        kwargs["adapter_chans"] = adapter_chans
     model.model_name = name
     model.model_kwargs = dict(kwargs)
     return model
