@@ -4,24 +4,17 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import CIFAR, CIFAR_MISSING
 
 from ge2mst.cli import main
 
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
-needs_cifar = pytest.mark.skipif(
-    not CIFAR.is_file(), reason=f"CIFAR-10 archive not found at {CIFAR} (../shared/data beside "
-                                "the checkout); the exactness check on real CIFAR images is skipped")
+needs_cifar = pytest.mark.skipif(not CIFAR.is_file(), reason=CIFAR_MISSING)
 
 
 def run(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("ge2mst-cache"))
 
 
 @needs_cifar

@@ -414,9 +414,8 @@ def test_batches_in_order_and_shuffled(tmp_path):
 # ---- the real data set --------------------------------------------------------------------------
 @pytest.mark.cifar
 @pytest.mark.skipif(not CIFAR.is_file(), reason=f"CIFAR-10 archive not found at {CIFAR}")
-def test_real_cifar_archive(tmp_path_factory):
-    data = load_dataset(str(CIFAR), split="test", limit=100,
-                        cache_dir=tmp_path_factory.mktemp("cifar-cache"))
+def test_real_cifar_archive(cache_dir):
+    data = load_dataset(str(CIFAR), split="test", limit=100, cache_dir=cache_dir)
     assert data.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                             "horse", "ship", "truck"]
     assert data.images.shape == (100, 3, 32, 32) and data.name == "cifar10-jpg/test"
