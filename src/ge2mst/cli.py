@@ -52,6 +52,16 @@ def _number_type(accept, what: str):
     return parse
 
 
+def _model_arg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a keyword name, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 _positive_float = _number_type(lambda v: v > 0, "a positive number")
 _non_negative_float = _number_type(lambda v: v >= 0, "a number >= 0")
 _unit_interval = _number_type(lambda v: 0 <= v < 1, "a number in [0, 1)")
@@ -166,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from these weights with a new head (and an input adapter when the "
                         "data have other channels, e.g. event frames)")
     p.add_argument("--width", type=_positive_int, default=None, help="base width (model default)")
+    p.add_argument("--model-arg", dest="model_args", type=_model_arg, action="append", default=[],
+                   metavar="KEY=VALUE", help="another keyword of the model's builder, e.g. "
+                   "quantizer=qcfs or attention=a2os2a (VALUE read as JSON when it parses); repeatable")
     p.add_argument("--T", type=_positive_int, default=None, help="time steps (default: 4, or the "
                    "--finetune checkpoint's)")
     p.add_argument("--groups", "-G", type=_positive_int, default=None,
