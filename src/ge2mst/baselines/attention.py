@@ -1,0 +1,526 @@
+"""Baseline spiking self-attention modules for the STBP Spikformer backbone.
+
+Four attention modules are registered here and can be built by name with
+``build_attention(name, dim, num_heads, **kwargs)``: ``"ssa"`` (Spikformer's) and the three below.
+Each takes a T x B x N x C tensor (T time steps, B samples, N tokens, C = ``dim`` channels;
+spikes from the previous layer) and returns a T x B x N x C spike tensor.
+
+``"a2os2a"`` -- `A2OS2A`, the addition-only spiking self-attention of the A^2OS^2A paper
+(arXiv:2503.00226, CVPR 2025), as far as the short description we hold goes: Q from a binary
+spiking neuron, K through a ReLU (real, non-negative), V from a ternary spiking neuron (-1/0/+1),
+no softmax, no scale. Every product then has a spike operand, so it needs additions only. By
+default it is evaluated in linear time, Q (K^T V) per head: O(N d^2) per head instead of O(N^2 d).
+
+``"window"`` -- `WindowSSA`: Spikformer spiking self-attention restricted to non-overlapping
+windows of the token grid, optionally with Swin-style shifted windows.
+
+``"channel_group"`` -- `ChannelGroupSSA`: Spikformer spiking self-attention split into g
+independent channel groups.
+
+Provenance and status. ``"window"`` and ``"channel_group"`` are baselines we built from ideas in a
+third-party summary of the Ge^2mS-T paper (seed 001) that we do not trust: its code is not the
+paper's and its numbers are not verified. They are offered as honest, plainly specified
+comparison points, not as a reproduction of that paper or as claims about it. The A^2OS^2A
+description we hold is a one-paragraph abstract; the details it leaves open are listed in the
+docstring of `A2OS2A` and were chosen by us.
+
+Shared structure (all three modules), in the Spikformer layout:
+
+    q, k, v = neuron(BN(Linear(x)))      per-token Linear, BatchNorm over the C channels
+    y = attention(q, k, v) per head       heads: channel h*d .. (h+1)*d - 1, d = C / num_heads
+    out = LIF(BN(Linear(LIF_attn(y))))    LIF_attn fires at ``attn_threshold`` (0.5 by default)
+
+BatchNorm in training mode mixes statistics over T, B and N; locality statements (a token only
+depends on the tokens of its window, a group only on its channels) hold in eval mode, or for the
+attention functions themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, InputError
+from .lif import LIF, TernaryLIF
+
+__all__ = [
+    "A2OS2A",
+    "ATTENTION",
+    "build_attention",
+    "register_attention",
+    "ChannelGroupSSA",
+    "GroupedProjection",
+    "SpikingSelfAttention",
+    "WindowSSA",
+    "linear_attention",
+    "quadratic_attention",
+    "shifted_window_mask",
+    "window_attention",
+]
+
+
+# ---- registry ----------------------------------------------------------------------------------
+
+#: name -> attention class; every class takes (dim, num_heads, **options)
+ATTENTION: dict[str, type[nn.Module]] = {}
+
+
+def register_attention(name: str):
+    """Class decorator: make the attention module buildable by ``name``."""
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in ATTENTION:
+            raise ConfigError(f"attention {name!r} is registered twice")
+        ATTENTION[name] = cls
+        cls.registered_name = name
+        return cls
+    return add
+
+
+def build_attention(name: str, dim: int, num_heads: int, **options) -> nn.Module:
+    """The registered attention ``name`` (``"ssa"``, ``"a2os2a"``, ``"window"``,
+    ``"channel_group"``) for ``dim`` channels and ``num_heads`` heads."""
+    if name not in ATTENTION:
+        raise ConfigError(f"unknown attention {name!r}; known: {', '.join(sorted(ATTENTION))}")
+    try:
+        return ATTENTION[name](dim, num_heads, **options)
+    except TypeError as exc:
+        raise ConfigError(f"attention {name!r}: {exc}") from None
+
+
+# ---- argument checks ---------------------------------------------------------------------------
+
+
+def _whole(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+            or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _pair(name: str, value) -> tuple[int, int]:
+    """An int n -> (n, n); a pair of ints -> itself; checked >= 1."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != 2:
+            raise ConfigError(f"{name} must be an int or a pair (h, w), got {value!r}")
+        return _whole(f"{name}[0]", value[0]), _whole(f"{name}[1]", value[1])
+    v = _whole(name, value)
+    return v, v
+
+
+def _check_heads(dim, num_heads) -> tuple[int, int]:
+    dim = _whole("dim", dim)
+    num_heads = _whole("num_heads", num_heads)
+    if dim % num_heads:
+        raise ConfigError(f"dim = {dim} is not divisible by num_heads = {num_heads}")
+    return dim, num_heads
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if q.dim() != 5 or k.dim() != 5 or v.dim() != 5:
+        raise InputError("attention expects q, k, v of shape T x B x H x N x d, got shapes "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] or q.shape[:3] != k.shape[:3] \
+            or k.shape[:3] != v.shape[:3]:
+        raise InputError("q, k, v shapes do not match (T x B x H x N x d, same N for k and v, same "
+                         f"d for q and k): {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+
+
+# ---- attention functions on T x B x H x N x d --------------------------------------------------
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Q (K^T V) per head, no softmax, no scale: T x B x H x N x d -> T x B x H x N x d.
+
+    K^T V is a d x d matrix per head, so the cost is 2 N d^2 multiply-accumulates per head and no
+    N x N tensor is formed.
+    """
+    _check_qkv(q, k, v)
+    return q @ (k.transpose(-2, -1) @ v)
+
+
+def quadratic_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(Q K^T) V per head, no softmax, no scale: the same value as `linear_attention`, computed
+    through the N x N score matrix (2 N^2 d multiply-accumulates per head). For checking."""
+    _check_qkv(q, k, v)
+    return (q @ k.transpose(-2, -1)) @ v
+
+
+def _axis_shift(length: int, window: int, shift: bool) -> int:
+    """Cyclic shift along one grid axis: window // 2 when shifting and the window is smaller than
+    the axis (as in Swin, an axis covered by one window is not shifted), else 0."""
+    return window // 2 if shift and window < length else 0
+
+
+def _regions(length: int, window: int, s: int) -> torch.Tensor:
+    """Region label (0, 1, 2) of every position of one rolled axis. After rolling by -s, the last
+    window holds the tail of the axis (label 1) and the wrapped head of the axis (label 2)."""
+    lab = torch.zeros(length, dtype=torch.long)
+    if s:
+        lab[length - window:length - s] = 1
+        lab[length - s:] = 2
+    return lab
+
+
+def _partition(x: torch.Tensor, grid: tuple[int, int], win: tuple[int, int]) -> torch.Tensor:
+    """... x (h*w) x d tokens -> ... x nW x (wh*ww) x d windows (row-major windows and tokens)."""
+    *lead, _, d = x.shape
+    (h, w), (wh, ww) = grid, win
+    n = len(lead)
+    y = x.reshape(*lead, h // wh, wh, w // ww, ww, d)
+    y = y.permute(*range(n), n, n + 2, n + 1, n + 3, n + 4)
+    return y.reshape(*lead, (h // wh) * (w // ww), wh * ww, d)
+
+
+def _unpartition(y: torch.Tensor, grid: tuple[int, int], win: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `_partition`."""
+    *lead, _, _, d = y.shape
+    (h, w), (wh, ww) = grid, win
+    n = len(lead)
+    x = y.reshape(*lead, h // wh, w // ww, wh, ww, d)
+    x = x.permute(*range(n), n, n + 2, n + 1, n + 3, n + 4)
+    return x.reshape(*lead, h * w, d)
+
+
+def _check_window(grid: tuple[int, int], win: tuple[int, int]) -> tuple[int, int]:
+    """Window clipped to the grid (a window at least as large as an axis covers it whole); an
+    axis not divisible by the window raises ConfigError."""
+    (h, w), (wh, ww) = grid, win
+    wh, ww = min(wh, h), min(ww, w)
+    if h % wh or w % ww:
+        raise ConfigError(f"a {wh}x{ww} window does not divide the {h}x{w} token grid; choose a "
+                          "window side that divides the grid side")
+    return wh, ww
+
+
+def shifted_window_mask(grid: tuple[int, int], window: int | tuple[int, int]) -> torch.Tensor | None:
+    """The shifted-window mask, nW x M x M bool (M = tokens per window), or None when no axis is
+    shifted. Entry [w, i, j] is True when tokens i and j of rolled window w came from the same
+    region of the unrolled grid, i.e. may attend to each other; tokens brought together only by the
+    cyclic wrap-around are False."""
+    grid = _pair("grid", grid)
+    win = _check_window(grid, _pair("window", window))
+    sh, sw = (_axis_shift(g, wi, True) for g, wi in zip(grid, win, strict=True))
+    if not (sh or sw):
+        return None
+    lab_h = _regions(grid[0], win[0], sh)
+    lab_w = _regions(grid[1], win[1], sw)
+    region = (lab_h[:, None] * 3 + lab_w[None, :]).reshape(-1, 1)
+    rw = _partition(region, grid, win)[..., 0]  # nW x M
+    return rw[:, :, None] == rw[:, None, :]
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                     grid: tuple[int, int], window: int | tuple[int, int] | None = None,
+                     shift: bool = False) -> torch.Tensor:
+    """Spikformer attention (Q K^T * scale) V, no softmax, inside windows of the token grid.
+
+    Args:
+        q, k, v: T x B x H x N x d, tokens in row-major order of the h x w ``grid`` (N = h w).
+        scale: multiplies the scores.
+        window: window side (int) or (wh, ww); None: one window over the whole grid (global
+            attention). A window larger than an axis is clipped to it.
+        shift: roll the grid by (-wh // 2, -ww // 2) before cutting windows and roll the result back
+            (Swin-style shifted windows); the scores of token pairs joined only by the wrap-around
+            are zeroed (`shifted_window_mask`), which without softmax is exactly "not attending".
+
+    Returns:
+        T x B x H x N x d.
+    """
+    _check_qkv(q, k, v)
+    grid = _pair("grid", grid)
+    if q.shape[-2] != grid[0] * grid[1] or k.shape[-2] != q.shape[-2]:
+        raise InputError(f"{q.shape[-2]} tokens do not fill the {grid[0]}x{grid[1]} grid")
+    win = grid if window is None else _check_window(grid, _pair("window", window))
+    sh, sw = (_axis_shift(g, wi, shift) for g, wi in zip(grid, win, strict=True))
+
+    def cut(x: torch.Tensor) -> torch.Tensor:
+        if sh or sw:
+            x = x.unflatten(-2, grid).roll((-sh, -sw), dims=(-3, -2)).flatten(-3, -2)
+        return _partition(x, grid, win)
+
+    qw, kw, vw = cut(q), cut(k), cut(v)
+    scores = (qw @ kw.transpose(-2, -1)) * scale  # ... x nW x M x M
+    if sh or sw:
+        mask = shifted_window_mask(grid, win)
+        scores = scores * mask.to(device=scores.device, dtype=scores.dtype)
+    out = _unpartition(scores @ vw, grid, win)
+    if sh or sw:
+        out = out.unflatten(-2, grid).roll((sh, sw), dims=(-3, -2)).flatten(-3, -2)
+    return out
+
+
+# ---- building blocks ---------------------------------------------------------------------------
+
+
+class GroupedProjection(nn.Module):
+    """Per-token Linear (C -> C) with a block-diagonal weight of ``groups`` blocks, then
+    BatchNorm1d over the C channels. Output channel block i depends on input channel block i only;
+    ``groups=1`` is an ordinary dense Linear. Input ... x C, output ... x C."""
+
+    def __init__(self, dim: int, groups: int = 1) -> None:
+        super().__init__()
+        self.dim, self.groups = dim, groups
+        gd = dim // groups
+        bound = 1.0 / math.sqrt(gd)
+        self.weight = nn.Parameter(torch.empty(groups, gd, gd).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(dim).uniform_(-bound, bound))
+        self.bn = nn.BatchNorm1d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        xg = x.reshape(-1, self.groups, self.dim // self.groups)
+        y = torch.einsum("mgi,goi->mgo", xg, self.weight).reshape(-1, self.dim) + self.bias
+        return self.bn(y).reshape(*lead, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, groups={self.groups}"
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """T x B x N x C -> T x B x H x N x d."""
+    T, B, N, C = x.shape
+    return x.reshape(T, B, N, heads, C // heads).permute(0, 1, 3, 2, 4)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """T x B x H x N x d -> T x B x N x C."""
+    T, B, H, N, d = x.shape
+    return x.permute(0, 1, 3, 2, 4).reshape(T, B, N, H * d)
+
+
+class _SpikingAttentionBase(nn.Module):
+    """Projections, neurons and input checks shared by the attention modules."""
+
+    def __init__(self, dim: int, num_heads: int, groups: int = 1, tau: float = 2.0,
+                 v_threshold: float = 1.0, attn_threshold: float = 0.5) -> None:
+        super().__init__()
+        self.dim, self.num_heads = _check_heads(dim, num_heads)
+        self.head_dim = self.dim // self.num_heads
+        self.groups = groups
+        self.tau = _positive("tau", tau)
+        self.v_threshold = _positive("v_threshold", v_threshold)
+        self.attn_threshold = _positive("attn_threshold", attn_threshold)
+        self.q_proj = GroupedProjection(self.dim, groups)
+        self.k_proj = GroupedProjection(self.dim, groups)
+        self.v_proj = GroupedProjection(self.dim, groups)
+        self.out_proj = GroupedProjection(self.dim, groups)
+        self.out_lif = LIF(tau=self.tau, v_threshold=self.v_threshold)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[-1] != self.dim:
+            raise InputError(f"{type(self).__name__} expects a T x B x N x C tensor with C = "
+                             f"{self.dim}, got shape {tuple(x.shape)}")
+        if not torch.is_floating_point(x):
+            raise InputError(f"{type(self).__name__} expects a floating-point tensor, got {x.dtype}")
+
+    def _output(self, y: torch.Tensor) -> torch.Tensor:
+        """Merged heads (T x B x N x C) -> attention neuron -> projection -> output LIF."""
+        return self.out_lif(self.out_proj(self.attn_lif(y)))
+
+
+# ---- A2OS2A ------------------------------------------------------------------------------------
+
+
+@register_attention("a2os2a")
+class A2OS2A(_SpikingAttentionBase):
+    """Addition-only spiking self-attention (A^2OS^2A), T x B x N x C -> T x B x N x C.
+
+        Q = LIF(BN(Linear(x)))            binary spikes {0, 1}
+        K = ReLU(BN(Linear(x)))           real, >= 0
+        V = TernaryLIF(BN(Linear(x)))     ternary spikes {-1, 0, 1}
+        Y = Q K^T V per head              no softmax, no scale
+        out = LIF(BN(Linear(attn_neuron(Y))))
+
+    Y is computed as Q (K^T V) (`linear_attention`, O(N d^2) per head, no N x N tensor) unless
+    ``quadratic=True``, which computes (Q K^T) V (`quadratic_attention`) for checking; both give
+    the same value up to float rounding. K^T V sums +-K entries selected by the V spikes and Q
+    selects rows of the result, so both orders need additions only.
+
+    Choices where the description we hold is silent (ours, not the paper's):
+
+    - Q, K and V each come from a per-token Linear + BatchNorm over channels (Spikformer layout);
+      the heads split the channels evenly.
+    - The neurons are the baseline `LIF` / `TernaryLIF` with the same ``tau`` and
+      ``v_threshold``.
+    - Y is real and signed. ``attn_neuron="lif"`` (default) turns it into binary spikes with a LIF
+      firing at ``attn_threshold`` = 0.5 (Spikformer's attention neuron); ``"ternary"`` uses a
+      TernaryLIF at that threshold so that negative values are kept as -1 spikes.
+    - The output goes through Linear + BatchNorm + LIF, like Spikformer's projection, and is a
+      binary spike tensor.
+
+    Args:
+        dim, num_heads: channels C and heads (C divisible by num_heads).
+        quadratic: evaluate (Q K^T) V instead of Q (K^T V).
+        tau, v_threshold: LIF time constant and threshold of the Q, V and output neurons.
+        attn_threshold: threshold of the attention neuron.
+        attn_neuron: "lif" or "ternary".
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, quadratic: bool = False, tau: float = 2.0,
+                 v_threshold: float = 1.0, attn_threshold: float = 0.5,
+                 attn_neuron: str = "lif") -> None:
+        super().__init__(dim, num_heads, 1, tau, v_threshold, attn_threshold)
+        if not isinstance(quadratic, bool):
+            raise ConfigError(f"quadratic must be True or False, got {quadratic!r}")
+        if attn_neuron not in ("lif", "ternary"):
+            raise ConfigError(f"attn_neuron must be 'lif' or 'ternary', got {attn_neuron!r}")
+        self.quadratic = quadratic
+        self.attn_neuron = attn_neuron
+        self.q_lif = LIF(tau=self.tau, v_threshold=self.v_threshold)
+        self.v_lif = TernaryLIF(tau=self.tau, v_threshold=self.v_threshold)
+        neuron = LIF if attn_neuron == "lif" else TernaryLIF
+        self.attn_lif = neuron(tau=self.tau, v_threshold=self.attn_threshold)
+
+    linear_attention = staticmethod(linear_attention)
+    quadratic_attention = staticmethod(quadratic_attention)
+
+    @staticmethod
+    def attention_multiplies(n_tokens: int, head_dim: int, num_heads: int,
+                             quadratic: bool = False) -> int:
+        """Multiply-accumulates of the attention products for one time step of one sample:
+        2 H N d^2 for Q (K^T V), 2 H N^2 d for (Q K^T) V."""
+        n, d, h = n_tokens, head_dim, num_heads
+        return 2 * h * n * n * d if quadratic else 2 * h * n * d * d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        q = self.q_lif(self.q_proj(x))
+        k = F.relu(self.k_proj(x))
+        v = self.v_lif(self.v_proj(x))
+        q, k, v = (_split_heads(t, self.num_heads) for t in (q, k, v))
+        attend = quadratic_attention if self.quadratic else linear_attention
+        return self._output(_merge_heads(attend(q, k, v)))
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_heads={self.num_heads}, "
+                f"{'quadratic' if self.quadratic else 'linear'}, attn_neuron={self.attn_neuron}")
+
+
+# ---- Spikformer SSA with windows and channel groups ---------------------------------------------
+
+
+@register_attention("ssa")
+class SpikingSelfAttention(_SpikingAttentionBase):
+    """Spikformer spiking self-attention with optional windows and channel groups (registered as
+    ``"ssa"``: with the defaults it is Spikformer's global SSA, the reference for the baselines).
+
+        Q, K, V = LIF(BN(GroupedLinear(x)))     binary spikes
+        Y = (Q K^T * scale) V per head, within each window (no softmax)
+        out = LIF(BN(GroupedLinear(LIF_attn(Y))))
+
+    Windows (``window``, ``shift``): see `window_attention`. The token grid is ``grid`` = (h, w)
+    when given, else N must be a perfect square and the grid is sqrt(N) x sqrt(N).
+
+    Channel groups (``groups`` = g): channel block i = channels [i C/g, (i+1) C/g) and head block
+    i = heads [i H/g, (i+1) H/g), which carry exactly those channels. The Q, K, V and output
+    Linears are block-diagonal over the g channel blocks and heads never mix channels, while
+    BatchNorm and the neurons act per channel, so output block i depends on input block i only:
+    the module is g independent SSAs of C/g channels and H/g heads each, run side by side and
+    concatenated. Needs g | C and g | H.
+
+    Args:
+        dim, num_heads: channels C and heads H.
+        window: window side or (wh, ww); None: global attention.
+        shift: Swin-style shifted windows (needs a window side >= 2).
+        groups: channel groups g.
+        grid: token grid (h, w) or side; None: square grid inferred from N at each call.
+        scale: score scale; None: head_dim ** -0.5 (0.125 for Spikformer-4-384's d = 64).
+        tau, v_threshold: LIF parameters of the Q, K, V and output neurons.
+        attn_threshold: threshold of the attention LIF (0.5 as in Spikformer).
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, window: int | tuple[int, int] | None = None,
+                 shift: bool = False, groups: int = 1, grid: int | tuple[int, int] | None = None,
+                 scale: float | None = None, tau: float = 2.0, v_threshold: float = 1.0,
+                 attn_threshold: float = 0.5) -> None:
+        dim, num_heads = _check_heads(dim, num_heads)
+        groups = _whole("groups", groups)
+        if dim % groups or num_heads % groups:
+            raise ConfigError(f"groups = {groups} must divide both dim = {dim} and num_heads = "
+                              f"{num_heads} (each group gets whole heads)")
+        super().__init__(dim, num_heads, groups, tau, v_threshold, attn_threshold)
+        self.window = None if window is None else _pair("window", window)
+        if not isinstance(shift, bool):
+            raise ConfigError(f"shift must be True or False, got {shift!r}")
+        if shift and self.window is None:
+            raise ConfigError("shift=True needs a window")
+        if shift and max(self.window) < 2:
+            raise ConfigError(f"shift=True needs a window side >= 2, got {window!r}")
+        self.shift = shift
+        self.grid = None if grid is None else _pair("grid", grid)
+        if self.grid is not None and self.window is not None:
+            _check_window(self.grid, self.window)
+        self.scale = self.head_dim ** -0.5 if scale is None else _positive("scale", scale)
+        self.q_lif = LIF(tau=self.tau, v_threshold=self.v_threshold)
+        self.k_lif = LIF(tau=self.tau, v_threshold=self.v_threshold)
+        self.v_lif = LIF(tau=self.tau, v_threshold=self.v_threshold)
+        self.attn_lif = LIF(tau=self.tau, v_threshold=self.attn_threshold)
+
+    def token_grid(self, n_tokens: int) -> tuple[int, int]:
+        """The (h, w) grid of ``n_tokens`` tokens (checked)."""
+        if self.grid is not None:
+            if self.grid[0] * self.grid[1] != n_tokens:
+                raise ConfigError(f"grid = {self.grid} holds {self.grid[0] * self.grid[1]} tokens, "
+                                  f"the input has N = {n_tokens}")
+            return self.grid
+        side = math.isqrt(n_tokens)
+        if side * side != n_tokens:
+            raise ConfigError(f"N = {n_tokens} tokens is not a square number; pass grid=(h, w)")
+        return side, side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        grid = self.token_grid(x.shape[2])
+        q = self.q_lif(self.q_proj(x))
+        k = self.k_lif(self.k_proj(x))
+        v = self.v_lif(self.v_proj(x))
+        q, k, v = (_split_heads(t, self.num_heads) for t in (q, k, v))
+        y = window_attention(q, k, v, self.scale, grid, self.window, self.shift)
+        return self._output(_merge_heads(y))
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_heads={self.num_heads}, window={self.window}, "
+                f"shift={self.shift}, groups={self.groups}, grid={self.grid}, scale={self.scale:g}")
+
+
+@register_attention("window")
+class WindowSSA(SpikingSelfAttention):
+    """Spiking self-attention inside non-overlapping ``window`` x ``window`` token windows
+    (default 4), optionally shifted (``shift=True``); see `SpikingSelfAttention` for the other
+    arguments. Baseline built from an unreliable summary (seed 001), not a claim about Ge^2mS-T."""
+
+    def __init__(self, dim: int, num_heads: int, *, window: int | tuple[int, int] = 4,
+                 shift: bool = False, grid: int | tuple[int, int] | None = None,
+                 scale: float | None = None, tau: float = 2.0, v_threshold: float = 1.0,
+                 attn_threshold: float = 0.5) -> None:
+        if window is None:
+            raise ConfigError("WindowSSA needs a window side")
+        super().__init__(dim, num_heads, window=window, shift=shift, groups=1, grid=grid,
+                         scale=scale, tau=tau, v_threshold=v_threshold,
+                         attn_threshold=attn_threshold)
+
+
+@register_attention("channel_group")
+class ChannelGroupSSA(SpikingSelfAttention):
+    """Spiking self-attention in ``groups`` independent channel groups (default 2; see
+    `SpikingSelfAttention` for exactly what is grouped), global over the tokens unless a
+    ``window`` is given. Baseline built from an unreliable summary (seed 001), not a claim about
+    Ge^2mS-T."""
+
+    def __init__(self, dim: int, num_heads: int, *, groups: int = 2,
+                 window: int | tuple[int, int] | None = None, shift: bool = False,
+                 grid: int | tuple[int, int] | None = None, scale: float | None = None,
+                 tau: float = 2.0, v_threshold: float = 1.0, attn_threshold: float = 0.5) -> None:
+        super().__init__(dim, num_heads, window=window, shift=shift, groups=groups, grid=grid,
+                         scale=scale, tau=tau, v_threshold=v_threshold,
+                         attn_threshold=attn_threshold)
