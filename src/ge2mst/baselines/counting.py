@@ -237,13 +237,13 @@ def count_stbp_operations(model: Spikformer, batches: Iterable[torch.Tensor],
     energy = (sops * costs["ac_pj"] + macs * costs["mac_pj"]) * 1e-9
     ann_energy = ann_macs * costs["mac_pj"] * 1e-9
     spikes = sum(r["spikes_per_image"] for r in neurons_out)
-    slots = sum(r["neurons"] * r["cap"] for r in neurons_out)
+    n_neurons = sum(r["neurons"] for r in neurons_out)
     return {
         "images": images, "preset": preset, "pj_per_accumulate": costs["ac_pj"],
         "pj_per_mac": costs["mac_pj"], "T": model.T, "steps": steps, "sops": sops, "macs": macs,
         "energy_mj": energy, "ann_macs": ann_macs, "ann_energy_mj": ann_energy,
         "energy_ratio": ann_energy / energy if energy else None, "spikes_per_image": spikes,
-        "firing_rate": spikes / slots if slots else 0.0,
+        "firing_rate": spikes / n_neurons if n_neurons else 0.0,  # per neuron per inference
         "max_spikes_per_neuron": max((r["max"] for r in neurons.values()), default=0),
         "sops_upper_bound": sum(r["sops_upper_bound"] for r in per_layer),
         "neuron_adds": sum(r["adds"] for r in neurons_out),

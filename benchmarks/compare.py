@@ -1,0 +1,244 @@
+"""Ge2mS-T against its baselines on one machine, in one run: training cost against T, inference
+time, operations and energy per image.
+
+    python benchmarks/compare.py --data ../shared/data/cifar10-jpg.tar.gz
+
+For each network (similar parameter counts: Ge2mS-T CIFAR Base 8.9 M, Spikformer-4-384 9.3 M and
+its attention / temporal-grouping variants) and T in 1, 2, 4, 8, a fresh subprocess builds the
+network, takes one batch of CIFAR-10 training JPEGs and times AdamW training steps (forward,
+backward, update; median of ``--steps`` after one warm-up step) and the peak resident memory the
+steps add over the process before its first step (the kernel's peak mark, reset just before). Ge2mS-T trains through one forward pass whatever
+T is (ExpG quantizers at p = 1, G = max(1, T / 2)); Spikformer unrolls its LIF neurons over T steps
+and backpropagates through time.
+
+At T = 4 each network then runs as a spiking network on ``--images`` test images: Ge2mS-T
+converted (event mode, ExpG-IF) after lambda / BatchNorm calibration, Spikformer in eval mode
+after BatchNorm statistics from the same images. Time per image is the median of three runs;
+SOPs, MACs and energy per image come from the counters (`ge2mst.energy.count_operations`,
+`ge2mst.baselines.counting.count_stbp_operations`). The networks are untrained: their firing is
+not that of trained networks, so the operation counts show the counters and the architectures'
+dense costs, not trained figures.
+
+Writes benchmarks/compare.json, benchmarks/compare.png and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+NETWORKS = {
+    "Ge2mS-T CIFAR Base": ("ge2mst_cifar_base", {}),
+    "Spikformer-4-384 (SSA)": ("spikformer_4_384", {}),
+    "Spikformer-4-384 + A2OS2A": ("spikformer_4_384", {"attention": "a2os2a"}),
+    "Spikformer-4-384 + shifted windows (seed 001)": (
+        "spikformer_4_384", {"attention": "window", "attention_options": {"window": 4, "shift": True}}),
+    "Spikformer-4-384 + channel groups (seed 001)": (
+        "spikformer_4_384", {"attention": "channel_group", "attention_options": {"groups": 2}}),
+    "Spikformer-4-384 + temporal groups k=2 (seed 001)": ("spikformer_4_384", {"temporal_group": 2}),
+}
+ALL_T = ("Ge2mS-T CIFAR Base", "Spikformer-4-384 (SSA)", "Spikformer-4-384 + A2OS2A")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
+def _reset_peak() -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process to its current RSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _build(label: str, T: int):
+    from ge2mst import create_model
+
+    name, kwargs = NETWORKS[label]
+    kwargs = dict(kwargs, T=T)
+    if name.startswith("ge2mst"):
+        kwargs["G"] = max(1, T // 2)
+    if kwargs.get("temporal_group", 1) > T:
+        return None
+    return create_model(name, num_classes=10, **kwargs)
+
+
+def _images(data: str, split: str, n: int) -> torch.Tensor:
+    from ge2mst.data import load_dataset, normalize
+
+    ds = load_dataset(data, split=split, limit=max(n, 10), seed=0)
+    mean, std = ds.channel_stats()
+    return normalize(ds.images, mean, std)[:n], ds.labels[:n]
+
+
+def worker_train(args) -> dict:
+    from ge2mst.quant import set_mixing
+
+    torch.manual_seed(0)
+    x, y = _images(args.data, "train", args.batch)
+    model = _build(args.network, args.T)
+    if model is None:
+        return {"skipped": "temporal group larger than T"}
+    set_mixing(model, 1.0)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    before = _rss_mb()
+    _reset_peak()
+    times = []
+    for i in range(args.steps + 1):
+        start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - start)
+    params = sum(p.numel() for p in model.parameters())
+    return {"step_s": statistics.median(times), "peak_mb": _peak_mb() - before, "params": params}
+
+
+@torch.no_grad()
+def worker_infer(args) -> dict:
+    from ge2mst import calibrate, convert
+    from ge2mst.baselines.counting import count_stbp_operations
+    from ge2mst.energy import count_operations
+
+    torch.manual_seed(0)
+    x, _ = _images(args.data, "test", args.images)
+    model = _build(args.network, 4)
+    if hasattr(model, "training_method"):  # Spikformer: BatchNorm statistics of these images
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = None
+        model.train()
+        model(x)
+        model.eval()
+        run = model
+        report = count_stbp_operations(model, [x])
+    else:
+        calibrate(model, [x])
+        run = convert(model.eval())
+        report = count_operations(run, [x])
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - start)
+    keys = ("sops", "macs", "energy_mj", "ann_macs", "ann_energy_mj", "firing_rate", "sops_upper_bound")
+    return {"ms_per_image": 1e3 * statistics.median(times) / x.shape[0], **{k: report[k] for k in keys}}
+
+
+def _spawn(args, network: str, mode: str, T: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", mode, "--network", network, "--T", str(T),
+           "--data", args.data, "--batch", str(args.batch), "--steps", str(args.steps),
+           "--images", str(args.images)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{network} T={T} {mode} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for label, rows in results["train"].items():
+        Ts = sorted(int(t) for t, r in rows.items() if "step_s" in r)
+        if len(Ts) < 2:
+            continue
+        for ax, key in zip(axes, ("step_s", "peak_mb"), strict=True):
+            ax.plot(Ts, [rows[str(t)][key] for t in Ts], "o-", label=label)
+    for ax, title in zip(axes, ("training step time (s)", "peak memory added by the steps (MiB)"),
+                         strict=True):
+        ax.set_xlabel("time steps T")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"batch {results['batch']} CIFAR-10 images, {results['device']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/cifar10-jpg.tar.gz"))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--Ts", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--worker", choices=["train", "infer"])
+    parser.add_argument("--network", choices=sorted(NETWORKS))
+    parser.add_argument("--T", type=int, default=4)
+    args = parser.parse_args()
+    if args.worker:
+        fn = worker_train if args.worker == "train" else worker_infer
+        print(json.dumps(fn(args)))
+        return
+    device = (f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    results = {"device": device, "batch": args.batch, "steps": args.steps, "images": args.images,
+               "train": {}, "infer": {}}
+    for label in NETWORKS:
+        Ts = args.Ts if label in ALL_T else [4]
+        results["train"][label] = {}
+        for T in Ts:
+            r = _spawn(args, label, "train", T)
+            results["train"][label][str(T)] = r
+            print(f"{label} T={T}: {r}", flush=True)
+        results["infer"][label] = _spawn(args, label, "infer", 4)
+        print(f"{label} inference T=4: {results['infer'][label]}", flush=True)
+        (HERE / "compare.json").write_text(json.dumps(results, indent=1))
+    _plot(results, HERE / "compare.png")
+    print(to_markdown(results))
+
+
+def to_markdown(results: dict) -> str:
+    ge2 = results["train"]["Ge2mS-T CIFAR Base"]
+    Ts = sorted({int(t) for rows in results["train"].values() for t in rows})
+    lines = [f"Device: {results['device']}; batch {results['batch']}, median of {results['steps']} "
+             "steps after one warm-up.", "",
+             "| network | params | " + " | ".join(f"step s / peak MiB, T = {t}" for t in Ts)
+             + " | time / step vs Ge2mS-T at T = 4 | memory vs Ge2mS-T at T = 4 |",
+             "|---|---|" + "---|" * (len(Ts) + 2)]
+    for label, rows in results["train"].items():
+        cells = []
+        for t in Ts:
+            r = rows.get(str(t))
+            cells.append("-" if r is None or "step_s" not in r else f"{r['step_s']:.2f} / {r['peak_mb']:.0f}")
+        r4 = rows.get("4", {})
+        params = next((r["params"] for r in rows.values() if "params" in r), 0)
+        ratio_t = f"{r4['step_s'] / ge2['4']['step_s']:.1f}x" if "step_s" in r4 else "-"
+        ratio_m = f"{r4['peak_mb'] / ge2['4']['peak_mb']:.1f}x" if "peak_mb" in r4 else "-"
+        lines.append(f"| {label} | {params / 1e6:.2f} M | " + " | ".join(cells) + f" | {ratio_t} | {ratio_m} |")
+    lines += ["", "| network (T = 4, untrained, calibrated) | SNN ms / image | SOPs / image | MACs / image "
+              "| energy / image (mJ, 45 nm fp32) | ANN MACs | spikes / neuron |", "|---|---|---|---|---|---|---|"]
+    for label, r in results["infer"].items():
+        lines.append(f"| {label} | {r['ms_per_image']:.1f} | {r['sops'] / 1e6:.1f} M | {r['macs'] / 1e6:.2f} M | "
+                     f"{r['energy_mj']:.4f} | {r['ann_macs'] / 1e6:.0f} M | {r['firing_rate']:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
