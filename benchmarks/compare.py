@@ -7,9 +7,10 @@ For each network (similar parameter counts: Ge2mS-T CIFAR Base 8.9 M, Spikformer
 its attention / temporal-grouping variants) and T in 1, 2, 4, 8, a fresh subprocess builds the
 network, takes one batch of CIFAR-10 training JPEGs and times AdamW training steps (forward,
 backward, update; median of ``--steps`` after one warm-up step) and the peak resident memory the
-steps add over the process before its first step (the kernel's peak mark, reset just before). Ge2mS-T trains through one forward pass whatever
-T is (ExpG quantizers at p = 1, G = max(1, T / 2)); Spikformer unrolls its LIF neurons over T steps
-and backpropagates through time.
+steps add over the process before its first step (the kernel's peak mark, reset just before).
+Ge2mS-T trains through one forward pass whatever T is (ExpG quantizers at p = 1,
+G = max(1, T / 2)); Spikformer unrolls its LIF neurons over T steps and backpropagates through
+time.
 
 At T = 4 each network then runs as a spiking network on ``--images`` test images: Ge2mS-T
 converted (event mode, ExpG-IF) after lambda / BatchNorm calibration, Spikformer in eval mode
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -112,7 +114,8 @@ def worker_train(args) -> dict:
         if i:
             times.append(time.perf_counter() - start)
     params = sum(p.numel() for p in model.parameters())
-    return {"step_s": statistics.median(times), "peak_mb": _peak_mb() - before, "params": params}
+    return {"step_s": statistics.median(times), "peak_mb": _peak_mb() - before, "params": params,
+            "load_avg_1min": os.getloadavg()[0]}
 
 
 @torch.no_grad()
@@ -231,12 +234,15 @@ def to_markdown(results: dict) -> str:
         params = next((r["params"] for r in rows.values() if "params" in r), 0)
         ratio_t = f"{r4['step_s'] / ge2['4']['step_s']:.1f}x" if "step_s" in r4 else "-"
         ratio_m = f"{r4['peak_mb'] / ge2['4']['peak_mb']:.1f}x" if "peak_mb" in r4 else "-"
-        lines.append(f"| {label} | {params / 1e6:.2f} M | " + " | ".join(cells) + f" | {ratio_t} | {ratio_m} |")
+        lines.append(f"| {label} | {params / 1e6:.2f} M | " + " | ".join(cells)
+                     + f" | {ratio_t} | {ratio_m} |")
     lines += ["", "| network (T = 4, untrained, calibrated) | SNN ms / image | SOPs / image | MACs / image "
-              "| energy / image (mJ, 45 nm fp32) | ANN MACs | spikes / neuron |", "|---|---|---|---|---|---|---|"]
+              "| energy / image (mJ, 45 nm fp32) | ANN MACs | spikes / neuron |",
+              "|---|---|---|---|---|---|---|"]
     for label, r in results["infer"].items():
-        lines.append(f"| {label} | {r['ms_per_image']:.1f} | {r['sops'] / 1e6:.1f} M | {r['macs'] / 1e6:.2f} M | "
-                     f"{r['energy_mj']:.4f} | {r['ann_macs'] / 1e6:.0f} M | {r['firing_rate']:.3f} |")
+        lines.append(f"| {label} | {r['ms_per_image']:.1f} | {r['sops'] / 1e6:.1f} M | "
+                     f"{r['macs'] / 1e6:.2f} M | {r['energy_mj']:.4f} | {r['ann_macs'] / 1e6:.0f} M | "
+                     f"{r['firing_rate']:.3f} |")
     return "\n".join(lines)
 
 

@@ -99,6 +99,8 @@ def test_spikformer_4_384_has_the_papers_parameter_count():
     assert round(parameter_count(model) / 1e6, 2) == 9.32
     assert model.training_method == "stbp"
     assert {"spikformer_4_384", "spikformer_tiny"} <= set(list_models("spikformer*"))
+    wide = create_model("spikformer_tiny", embed_dim=96, depth=1)  # every default can be overridden
+    assert wide.head.in_features == 96 and len(wide.blocks) == 1
 
 
 def test_spikformer_repeat_encoding_and_temporal_groups():

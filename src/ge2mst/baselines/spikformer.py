@@ -194,21 +194,22 @@ class Spikformer(nn.Module):
         return self.head(self.features(x).mean(dim=(0, 2)))
 
 
-def _spikformer(embed_dim: int, depth: int, num_heads: int, **kwargs) -> Spikformer:
-    kwargs.setdefault("mlp_ratio", 4)
-    return Spikformer(embed_dim=embed_dim, depth=depth, num_heads=num_heads, **kwargs)
+def _spikformer(embed_dim: int, depth: int, num_heads: int, kwargs: dict) -> Spikformer:
+    """The named defaults, each of which ``kwargs`` may override."""
+    return Spikformer(**{"embed_dim": embed_dim, "depth": depth, "num_heads": num_heads,
+                         "mlp_ratio": 4, **kwargs})
 
 
 @register_model
 def spikformer_4_384(**kwargs) -> Spikformer:
     """Spikformer-4-384 for CIFAR (9.32 M parameters with 10 classes), STBP."""
-    return _spikformer(384, 4, 12, **kwargs)
+    return _spikformer(384, 4, 12, kwargs)
 
 
 @register_model
 def spikformer_tiny(**kwargs) -> Spikformer:
     """A small Spikformer (D = 64, 2 blocks, 4 heads) for tests and CPU runs, STBP."""
-    return _spikformer(64, 2, 4, **kwargs)
+    return _spikformer(64, 2, 4, kwargs)
 
 
 def parameter_count(model: nn.Module) -> int:
