@@ -40,7 +40,7 @@ def _data():
     return images, labels
 
 
-CFG = dict(epochs=2, batch_size=8, lr=1e-2, crop_padding=1, hflip=True, seed=5, mixup_alpha=0.0,
+CFG = dict(epochs=2, batch_size=8, lr=1e-2, crop_padding=1, hflip=True, seed=5, mixup_alpha=0.4,
            warmup_epochs=0.5)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from .errors import ConfigError
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, padding: int = 0, hflip: bool = False) -> torch.Tensor:
@@ -20,3 +24,129 @@ def augment(x: torch.Tensor, gen: torch.Generator, padding: int = 0, hflip: bool
         flip = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
     return x.contiguous()
+
+
+def _beta_sample(alpha: float, gen: torch.Generator) -> float:
+    """One draw of Beta(alpha, alpha) that uses only ``gen`` (so a seeded generator repeats it).
+
+    With scipy: one uniform draw ``u`` and the Beta quantile ``betaincinv(alpha, alpha, u)``.
+    Without scipy: two Gamma(alpha) draws (Marsaglia & Tsang) and ``g1 / (g1 + g2)``.
+    """
+    u = float(torch.rand((), generator=gen, dtype=torch.float64))
+    try:
+        from scipy.special import betaincinv
+    except ImportError:
+        g1, g2 = _gamma_sample(alpha, gen), _gamma_sample(alpha, gen)
+        total = g1 + g2
+        return 0.5 if total <= 0 else g1 / total
+    return float(betaincinv(alpha, alpha, u))
+
+
+def _gamma_sample(alpha: float, gen: torch.Generator) -> float:
+    """Gamma(alpha, 1) by Marsaglia & Tsang's squeeze, boosted for alpha < 1, from ``gen`` only."""
+    boost = 1.0
+    if alpha < 1.0:
+        boost = float(torch.rand((), generator=gen, dtype=torch.float64)) ** (1.0 / alpha)
+        alpha += 1.0
+    d = alpha - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    while True:
+        z = float(torch.randn((), generator=gen, dtype=torch.float64))
+        v = (1.0 + c * z) ** 3
+        if v <= 0:
+            continue
+        u = float(torch.rand((), generator=gen, dtype=torch.float64))
+        if u <= 0:
+            continue
+        if math.log(u) < 0.5 * z * z + d - d * v + d * math.log(v):
+            return d * v * boost
+
+
+def _finite_non_negative(value: object, what: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise ConfigError(f"mix_batch: {what} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, gen: torch.Generator,
+              mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, switch_prob: float = 0.5,
+              label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch-level mixup or cutmix with soft, label-smoothed targets.
+
+    One mixing weight ``lam`` per batch; every image is mixed with its partner in the batch
+    flipped along dimension 0 (image ``i`` with image ``B - 1 - i``).
+
+    - mixup: ``lam ~ Beta(mixup_alpha, mixup_alpha)`` and ``x' = lam * x + (1 - lam) * x.flip(0)``;
+    - cutmix: ``lam ~ Beta(cutmix_alpha, cutmix_alpha)``; a box of area about ``(1 - lam) * H * W``
+      (sides ``sqrt(1 - lam)`` times H and W) at a uniform random centre, clipped to the image, is
+      pasted from the partner; ``lam`` is then set to the true kept fraction ``1 - box / (H W)``.
+
+    With both alphas > 0, cutmix is chosen with probability ``switch_prob``, else mixup. With both
+    0 the images come back unchanged. Targets: one-hot rows smoothed to ``smoothing / K`` off and
+    ``1 - smoothing + smoothing / K`` on, then ``lam * t + (1 - lam) * t.flip(0)``; each row sums
+    to 1. All random draws come from ``gen`` (a CPU generator); the work runs on ``x.device``.
+
+    Args:
+        x: B x C x H x W floating-point images.
+        y: B int labels in ``0 .. num_classes - 1``.
+        num_classes: K >= 1.
+        gen: the generator of every random draw.
+        mixup_alpha, cutmix_alpha: Beta parameters (finite, >= 0; 0 switches a method off).
+        switch_prob: probability of cutmix when both methods are on (in [0, 1]).
+        label_smoothing: in [0, 1).
+
+    Returns:
+        (mixed images, B x K float targets), both on ``x.device``.
+
+    Raises:
+        ConfigError: a bad argument, named in the message.
+    """
+    mixup_alpha = _finite_non_negative(mixup_alpha, "mixup_alpha")
+    cutmix_alpha = _finite_non_negative(cutmix_alpha, "cutmix_alpha")
+    switch_prob = _finite_non_negative(switch_prob, "switch_prob")
+    if switch_prob > 1:
+        raise ConfigError(f"mix_batch: switch_prob must lie in [0, 1], got {switch_prob!r}")
+    smoothing = _finite_non_negative(label_smoothing, "label_smoothing")
+    if smoothing >= 1:
+        raise ConfigError(f"mix_batch: label_smoothing must lie in [0, 1), got {label_smoothing!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"mix_batch: num_classes must be a whole number >= 1, got {num_classes!r}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ConfigError(f"mix_batch: x must be a B x C x H x W floating-point tensor, got {shape}")
+    if (not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]
+            or y.is_floating_point() or y.is_complex()):
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ConfigError(f"mix_batch: y must be {x.shape[0]} integer labels (one per image), "
+                          f"got {shape}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ConfigError(f"mix_batch: labels must lie in 0 .. {num_classes - 1}, got "
+                          f"{int(y.min())} .. {int(y.max())}")
+    off = smoothing / num_classes
+    target = torch.full((y.shape[0], num_classes), off, dtype=torch.float32, device=x.device)
+    target.scatter_(1, y.to(x.device, torch.int64).view(-1, 1), 1.0 - smoothing + off)
+    if mixup_alpha == 0 and cutmix_alpha == 0:
+        return x, target
+    use_cutmix = cutmix_alpha > 0
+    if mixup_alpha > 0 and cutmix_alpha > 0:
+        use_cutmix = float(torch.rand((), generator=gen, dtype=torch.float64)) < switch_prob
+    if use_cutmix:
+        lam = _beta_sample(cutmix_alpha, gen)
+        h, w = x.shape[2], x.shape[3]
+        cut = math.sqrt(max(0.0, 1.0 - lam))
+        ch, cw = int(h * cut), int(w * cut)
+        cy = int(torch.randint(0, h, (), generator=gen))
+        cx = int(torch.randint(0, w, (), generator=gen))
+        y0, y1 = max(0, cy - ch // 2), min(h, cy + ch // 2)
+        x0, x1 = max(0, cx - cw // 2), min(w, cx + cw // 2)
+        mixed = x.clone()
+        mixed[:, :, y0:y1, x0:x1] = x.flip(0)[:, :, y0:y1, x0:x1]
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
+    else:
+        lam = _beta_sample(mixup_alpha, gen)
+        mixed = x * lam + x.flip(0) * (1.0 - lam)
+    return mixed, target * lam + target.flip(0) * (1.0 - lam)

@@ -7,6 +7,10 @@
 - an ImageFolder directory ``<dir>/<class>/<image>`` (the ImageNet layout; labels follow the
   sorted class names; ``split`` is not used);
 - a directory of split folders (``train/``, ``test/``, optionally ``val/``), each an ImageFolder;
+- ``"cifar10"`` / ``"cifar100"``: the python batches in the cache folder, downloaded there when
+  absent (`ge2mst.cifar_batches`); a folder or archive in that layout is recognised too;
+- event recordings ``<dir>/<class>/<file>.npz|.aedat`` (CIFAR10-DVS): ``2 * frames`` channel
+  images of event counts, 90 / 10 train / test per class (`ge2mst.dvs`);
 - a ``.tar.gz`` / ``.tgz`` archive of either, extracted once, atomically, into a cache folder
   (``cache_dir``, else ``$GE2MST_CACHE``, else ``~/.cache/ge2mst``). A single folder that wraps
   the whole content of an archive is looked through.
@@ -42,6 +46,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 SPLIT_NAMES = ("train", "test", "val")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 DIGITS_SPEC = "digits"
+CIFAR_SPECS = ("cifar10", "cifar100")  # downloaded python batches, see cifar_batches
 
 _MARKER = ".ge2mst-complete"  # written last into an extraction: without it a folder is not used
 _PARTIAL = ".partial-"  # infix of the temporary folders that extractions are built in
@@ -133,7 +138,7 @@ def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float],
 
 def load_dataset(spec: str | os.PathLike[str], split: str = "test", limit: int | None = None,
                  seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
-                 progress: bool = False) -> ImageDataset:
+                 progress: bool = False, frames: int | None = None) -> ImageDataset:
     """Load the ``split`` of the data set ``spec`` (see the module docstring for the forms).
 
     Args:
@@ -145,15 +150,25 @@ def load_dataset(spec: str | os.PathLike[str], split: str = "test", limit: int |
         cache_dir: where archives are extracted (default ``$GE2MST_CACHE`` or
             ``~/.cache/ge2mst``).
         progress: show a tqdm bar while many images are decoded (if tqdm is installed).
+        frames: T, the time slices of event data (default 10 there); DataError for other data.
     """
     if limit is not None:
         limit = _whole_number(limit, "limit")
+    if frames is not None:
+        frames = _whole_number(frames, "frames")
     if isinstance(spec, str) and spec == DIGITS_SPEC:
+        _no_frames(frames, spec)
         return _load_digits(split, limit, seed)
+    if isinstance(spec, str) and spec in CIFAR_SPECS:
+        from .cifar_batches import load_named_cifar
+
+        _no_frames(frames, spec)
+        return load_named_cifar(spec, split, limit, seed, cache_dir)
     text = os.fspath(spec)
     path = Path(text).expanduser()
     if not text or not path.exists():
-        raise DataError(f"data {text!r} not found: give 'digits', an ImageFolder directory "
+        raise DataError(f"data {text!r} not found: give 'digits', 'cifar10', 'cifar100', an "
+                        "ImageFolder directory "
                         "(<dir>/<class>/<image>), a directory with train/ and test/ folders, or "
                         "a .tar.gz of one")
     display = path.resolve().name
@@ -163,8 +178,25 @@ def load_dataset(spec: str | os.PathLike[str], split: str = "test", limit: int |
                             "an ImageFolder directory or 'digits'")
         display = _archive_stem(path.name)
         path = _unwrap(_extract(path, cache_dir))
+    from .cifar_batches import find_cifar_batches, load_cifar_batches
+    from .dvs import DEFAULT_FRAMES, is_event_folder, load_dvs
+
+    if path.is_dir() and find_cifar_batches(path) is not None:
+        _no_frames(frames, text)
+        return load_cifar_batches(path, split, limit, seed, cache_dir)
+    if is_event_folder(path):
+        return load_dvs(path, split, DEFAULT_FRAMES if frames is None else frames, limit=limit,
+                        seed=seed)
+    _no_frames(frames, text)
     root, name = _pick_split(path, split, display)
     return _load_image_folder(root, name, limit, seed, progress)
+
+
+def _no_frames(frames: int | None, spec: str) -> None:
+    """DataError when ``frames`` is given for data that are not events."""
+    if frames is not None:
+        raise DataError(f"--frames applies to event data only (<dir>/<class>/<file>.npz|.aedat); "
+                        f"{spec!r} holds images: drop --frames")
 
 
 def _whole_number(value: object, what: str) -> int:
