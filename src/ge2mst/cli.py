@@ -148,6 +148,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_energy)
 
+    p = sub.add_parser("eval", help="top-1/top-5 accuracy, images/s and energy of a checkpoint's "
+                                    "ANN and of its spiking network")
+    _add_run_args(p, limit=None)
+    p.add_argument("--mode", choices=("ann", "snn", "both"), default=None,
+                   help="run the trained network (ann), its converted spiking network (snn) or "
+                        "both and compare them (default: both; snn for a 'ge2mst convert' file)")
+    p.add_argument("--form", choices=("search", "sequential"), default="search",
+                   help="ExpG-IF firing form of the conversion")
+    p.add_argument("--encoding", choices=("once", "repeat"), default=None,
+                   help="image as the input current of step 1 (once) or x / T at every step "
+                        "(repeat); default: repeat for QCFS models, else once")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="arithmetic of both modes (float64: the exact comparison)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="45nm-fp32",
+                   help="energy per accumulate / per MAC (default: 45nm-fp32)")
+    p.add_argument("--no-energy", dest="energy", action="store_false",
+                   help="skip the operation and energy counts (a second pass of the SNN)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", default=None, help="also write the JSON report to this file")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("convert", help="convert a trained checkpoint into its spiking network and "
+                                       "save it (safetensors + JSON)")
+    p.add_argument("checkpoint", help="the trained .safetensors checkpoint")
+    p.add_argument("--out", required=True, help="the spiking network's .safetensors (its "
+                   "description goes beside it as .json)")
+    p.add_argument("--T", type=_positive_int, default=None,
+                   help="time steps (default: the checkpoint's)")
+    p.add_argument("--groups", "-G", type=_positive_int, default=None,
+                   help="temporal groups G, dividing T (default: the checkpoint's)")
+    p.add_argument("--form", choices=("search", "sequential"), default="search",
+                   help="ExpG-IF firing form")
+    p.add_argument("--step-mode", choices=("event", "collapsed"), default="event")
+    p.add_argument("--encoding", choices=("once", "repeat"), default=None,
+                   help="default: repeat for QCFS models (vanilla IF), else once")
+    p.add_argument("--attention-products", choices=("codes", "spikes"), default="codes")
+    p.add_argument("--if-steps", type=_positive_int, default=None,
+                   help="time steps of vanilla IF neurons (QCFS models; default: the quantizer's L)")
+    p.add_argument("--json", action="store_true", help="print the description as one JSON object")
+    p.set_defaults(func=cmd_convert)
+
     p = sub.add_parser("effdim", help="effective dimension of pixels and attention inputs, the "
                                       "error against (T, G), and a fit of the spike constant C")
     _add_run_args(p, limit=256)
@@ -339,6 +380,87 @@ def cmd_energy(args) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(table)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate, format_report
+    from .snn_io import is_spiking_file
+
+    if args.checkpoint and is_spiking_file(args.checkpoint):
+        model, batches, header = _prepare_spiking(args)
+        mode = args.mode or "snn"
+    else:
+        model, batches, header = prepare_run(args)
+        mode = args.mode or "both"
+    report = evaluate(model, batches, mode=mode, form=args.form, encoding=args.encoding,
+                      dtype=args.dtype, preset=args.preset, energy=args.energy)
+    report = {**header, **report}
+    if args.out:
+        from .checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def _prepare_spiking(args):
+    """Data and batches for a spiking network written by ``ge2mst convert``."""
+    from .data import load_dataset, normalize
+    from .errors import CheckpointError, ConfigError
+    from .snn_io import load_spiking
+
+    if args.T is not None or args.groups is not None:
+        raise ConfigError(f"{args.checkpoint!r} is a converted spiking network: T and G were fixed "
+                          "by 'ge2mst convert'; convert the trained checkpoint again with --T/--groups")
+    snn = load_spiking(args.checkpoint)
+    name = snn.description["model"]
+    if args.model is not None and args.model != name:
+        raise CheckpointError(f"spiking network {args.checkpoint!r} holds model {name!r}, "
+                              f"not {args.model!r}")
+    torch.manual_seed(args.seed)
+    data = load_dataset(args.data, split=args.split, limit=args.limit, seed=args.seed,
+                        cache_dir=args.data_dir, progress=not args.json)
+    desc = snn.description
+    if "mean" in desc and "std" in desc:
+        mean, std = torch.tensor(desc["mean"]), torch.tensor(desc["std"])
+    else:
+        mean, std = data.channel_stats()
+    batches = [(normalize(x, mean, std), y) for x, y in data.batches(args.batch_size)]
+    header = {"model": name, "checkpoint": args.checkpoint, "data": args.data,
+              "split": args.split, "calibrated": False, "seed": args.seed}
+    return snn, batches, header
+
+
+def cmd_convert(args) -> int:
+    from pathlib import Path
+
+    from .errors import CheckpointError
+    from .snn_io import convert_checkpoint, save_spiking
+
+    out, src = Path(args.out), Path(args.checkpoint)
+    if out.suffix != ".safetensors":
+        raise CheckpointError(f"--out must end in .safetensors, got {args.out!r}")
+    if src.exists() and (out.resolve() == src.resolve()
+                         or out.with_suffix(".json").resolve() == src.with_suffix(".json").resolve()):
+        raise CheckpointError(f"--out {args.out!r} would overwrite the trained checkpoint "
+                              f"{args.checkpoint!r}: choose another file")
+    snn, description = convert_checkpoint(
+        args.checkpoint, T=args.T, G=args.groups, form=args.form, step_mode=args.step_mode,
+        encoding=args.encoding, attention_products=args.attention_products,
+        if_steps=args.if_steps)
+    save_spiking(out, snn, description)
+    files = {"weights": str(out), "description": str(out.with_suffix(".json"))}
+    if args.json:
+        print(json.dumps({**description, "files": files}, indent=2))
+    else:
+        groups = f", G={description['G']}" if description["G"] is not None else ""
+        print(f"converted {description['model']} (T={description['T']}{groups}, "
+              f"{', '.join(description['neurons'])}, form {args.form}, {args.step_mode} steps)")
+        print(f"wrote {files['weights']} and {files['description']}")
     return 0
 
 
