@@ -614,6 +614,12 @@ def test_grouped_projection_is_block_diagonal():
             assert (block == 0).all()
 
 
+@pytest.mark.parametrize("groups", [0, 3, 2.0, True])
+def test_grouped_projection_rejects_groups_that_do_not_divide(groups):
+    with pytest.raises(ConfigError, match="groups must be a whole number"):
+        GroupedProjection(8, groups)
+
+
 # ---- registry ----------------------------------------------------------------------------------
 
 

@@ -175,6 +175,29 @@ def test_stbp_cli_run_on_digits(tmp_path, capsys):
     assert rc == 2 and "--groups" in capsys.readouterr().err
 
 
+def test_energy_cli_counts_an_stbp_baseline_from_its_spikes(tmp_path, capsys):
+    """`ge2mst energy` on an STBP model counts its emitted spikes (no conversion, no calibration)."""
+    import json
+
+    from ge2mst.baselines.counting import count_stbp_operations
+    from ge2mst.cli import main
+    from ge2mst.data import load_dataset, normalize
+
+    rc = main(["energy", "--model", "spikformer_tiny", "--data", "digits", "--limit", "16",
+               "--seed", "3", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["T"] == 4 and report["calibrated"] is False
+    torch.manual_seed(3)
+    data = load_dataset("digits", split="test", limit=16, seed=3)
+    model = create_model("spikformer_tiny", num_classes=10, in_chans=1, T=4, img_size=8).eval()
+    mean, std = data.channel_stats()
+    direct = count_stbp_operations(model, [normalize(x, mean, std) for x, _ in data.batches(64)])
+    assert report["sops"] == direct["sops"] and report["macs"] == direct["macs"]
+    assert report["ann_macs"] == direct["ann_macs"] > 0
+    rc = main(["energy", "--model", "spikformer_tiny", "--data", "digits", "--limit", "16", "-G", "2"])
+    assert rc == 2 and "--groups" in capsys.readouterr().err
+
+
 # ---- counting ------------------------------------------------------------------------------
 
 

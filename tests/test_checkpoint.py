@@ -40,6 +40,27 @@ def test_truncated_and_garbage_files(tmp_path):
         read_checkpoint(tmp_path / "missing.safetensors")
 
 
+def test_safetensors_of_another_tool_or_a_converted_network(tmp_path):
+    from safetensors.torch import save_file
+
+    from ge2mst.convert import convert
+    from ge2mst.snn_io import save_spiking
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(foreign), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="not a ge2mst training checkpoint.*another tool"):
+        read_checkpoint(foreign)
+    model = create_model("ge2mst_cnn_tiny", in_chans=1, width=4).eval()
+    snn_path = tmp_path / "snn.safetensors"
+    save_spiking(snn_path, convert(model), {"model": "ge2mst_cnn_tiny"})
+    with pytest.raises(CheckpointError, match="converted spiking network"):
+        read_checkpoint(snn_path)
+    bad_config = tmp_path / "bad_config.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(bad_config), metadata={"ge2mst": "{not json"})
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_checkpoint(bad_config)
+
+
 def test_checkpoint_of_another_model_or_shape(tmp_path):
     path = save_checkpoint(tmp_path / "m.safetensors",
                            create_model("ge2mst_cnn_tiny", in_chans=1, width=4))

@@ -195,6 +195,8 @@ def test_frames_only_for_events(tmp_path):
     folder, _ = _cifar10(tmp_path)
     with pytest.raises(DataError, match="--frames applies to event data only"):
         load_dataset(folder, frames=4)
+    with pytest.raises(DataError, match="--event-size applies to event data only"):
+        load_dataset("digits", event_size=16)
 
 
 # ---- DVS events ---------------------------------------------------------------------------------
@@ -295,6 +297,10 @@ def test_dvs_loader_shapes_and_split(tmp_path):
     assert torch.equal(test.images[2], (frames / frames.max()).view(6, 128, 128))
     default = load_dataset(root, split="test")
     assert default.in_chans == 20  # 10 frames by default
+    pooled = load_dataset(root, split="test", frames=3, event_size=32)
+    assert pooled.images.shape == (3, 6, 32, 32)
+    expect = torch.nn.functional.avg_pool2d(frames.view(1, 6, 128, 128), 4)[0]
+    torch.testing.assert_close(pooled.images[2], expect / expect.max())
     small = load_dvs(root, "train", frames=2, size=32, limit=4, seed=1, split_by="time")
     assert small.images.shape == (4, 4, 32, 32) and len(set(small.labels.tolist())) == 3
     assert float(small.images.amax((1, 2, 3)).min()) == 1.0

@@ -82,8 +82,19 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         tensors = load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8:8 + header_len])
-        config = json.loads(header.get("__metadata__", {})["ge2mst"])
+        meta = header.get("__metadata__") or {}
     except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is truncated or corrupt ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
+        ) from None
+    if "ge2mst" not in meta:
+        what = ("a converted spiking network of 'ge2mst convert' (use it with 'ge2mst eval')"
+                if "ge2mst_snn" in meta else "a safetensors file of another tool")
+        raise CheckpointError(f"{str(path)!r} is not a ge2mst training checkpoint: it is {what}")
+    try:
+        config = json.loads(meta["ge2mst"])
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is truncated or corrupt ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})"

@@ -15,7 +15,7 @@ import torch
 
 from . import __version__
 from .energy import PRESETS
-from .errors import Ge2msError
+from .errors import ConfigError, Ge2msError
 
 
 def _int_type(minimum: int):
@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, limit=None)
     p.add_argument("--frames", type=_positive_int, default=None,
                    help="event data: time frames per sample (stacked as 2 x frames channels)")
+    p.add_argument("--event-size", type=_positive_int, default=None,
+                   help="event data: average-pool each frame to this side (e.g. 48; default: the "
+                        "sensor's 128)")
     p.add_argument("--model", default=None, help="registered model (default: ge2mst_cnn_tiny, or "
                    "the --finetune checkpoint's)")
     p.add_argument("--method", choices=("progressive", "stbp"), default=None,
@@ -308,7 +311,17 @@ def load_model_for(args, data) -> tuple[torch.nn.Module, dict]:
         return model, config
     args.model = args.model or args.default_model
     override.setdefault("T", 4)
-    override.setdefault("G", 2)
+    with torch.random.fork_rng(devices=[]):  # the probe leaves the seeded weights unchanged
+        probe = create_model(args.model, num_classes=data.num_classes, in_chans=data.in_chans)
+    if getattr(probe, "training_method", None) == "stbp":  # STBP baselines have no groups
+        if args.groups is not None:
+            raise ConfigError(f"--groups applies to ExpG models; {args.model!r} is an STBP "
+                              "baseline without temporal groups of the ExpG kind")
+    else:
+        override.setdefault("G", 2)
+    side = data.image_size[0]
+    if getattr(probe, "img_size", side) != side:  # models built for one image side
+        override["img_size"] = side
     model = create_model(args.model, num_classes=data.num_classes, in_chans=data.in_chans,
                          **override)
     return model, {}
@@ -328,7 +341,8 @@ def prepare_run(args):
     else:
         mean, std = data.channel_stats()
     batches = [(normalize(x, mean, std), y) for x, y in data.batches(args.batch_size)]
-    calibrated = not args.checkpoint
+    # an STBP baseline has no quantizer: untrained, it runs with its initial weights
+    calibrated = not args.checkpoint and getattr(model, "training_method", None) != "stbp"
     if calibrated:
         calib, left = [], args.calib_images
         for x, _ in batches:
@@ -364,9 +378,15 @@ def cmd_energy(args) -> int:
     from .energy import count_operations, plot_report, to_markdown
 
     model, batches, header = prepare_run(args)
-    snn = convert(model.eval(), form=args.form)
-    report = {**header, "T": snn.T, **count_operations(snn, [x for x, _ in batches],
-                                                       preset=args.preset)}
+    if getattr(model, "training_method", None) == "stbp":  # already its own spiking network
+        from .baselines.counting import count_stbp_operations
+
+        counts = count_stbp_operations(model.eval(), [x for x, _ in batches], preset=args.preset)
+        report = {**header, "T": model.T, **counts}
+    else:
+        snn = convert(model.eval(), form=args.form)
+        report = {**header, "T": snn.T, **count_operations(snn, [x for x, _ in batches],
+                                                           preset=args.preset)}
     if args.plot:
         plot_report(report, args.plot, title=f"{args.model} on {report['images']} images of "
                                                f"{args.data}")

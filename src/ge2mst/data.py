@@ -138,7 +138,8 @@ def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float],
 
 def load_dataset(spec: str | os.PathLike[str], split: str = "test", limit: int | None = None,
                  seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
-                 progress: bool = False, frames: int | None = None) -> ImageDataset:
+                 progress: bool = False, frames: int | None = None,
+                 event_size: int | None = None) -> ImageDataset:
     """Load the ``split`` of the data set ``spec`` (see the module docstring for the forms).
 
     Args:
@@ -151,18 +152,21 @@ def load_dataset(spec: str | os.PathLike[str], split: str = "test", limit: int |
             ``~/.cache/ge2mst``).
         progress: show a tqdm bar while many images are decoded (if tqdm is installed).
         frames: T, the time slices of event data (default 10 there); DataError for other data.
+        event_size: average-pool event frames to this side (e.g. 48); DataError for other data.
     """
     if limit is not None:
         limit = _whole_number(limit, "limit")
     if frames is not None:
         frames = _whole_number(frames, "frames")
+    if event_size is not None:
+        event_size = _whole_number(event_size, "event_size")
     if isinstance(spec, str) and spec == DIGITS_SPEC:
-        _no_frames(frames, spec)
+        _no_frames(frames, spec, event_size)
         return _load_digits(split, limit, seed)
     if isinstance(spec, str) and spec in CIFAR_SPECS:
         from .cifar_batches import load_named_cifar
 
-        _no_frames(frames, spec)
+        _no_frames(frames, spec, event_size)
         return load_named_cifar(spec, split, limit, seed, cache_dir)
     text = os.fspath(spec)
     path = Path(text).expanduser()
@@ -182,21 +186,22 @@ def load_dataset(spec: str | os.PathLike[str], split: str = "test", limit: int |
     from .dvs import DEFAULT_FRAMES, is_event_folder, load_dvs
 
     if path.is_dir() and find_cifar_batches(path) is not None:
-        _no_frames(frames, text)
+        _no_frames(frames, text, event_size)
         return load_cifar_batches(path, split, limit, seed, cache_dir)
     if is_event_folder(path):
-        return load_dvs(path, split, DEFAULT_FRAMES if frames is None else frames, limit=limit,
-                        seed=seed)
-    _no_frames(frames, text)
+        return load_dvs(path, split, DEFAULT_FRAMES if frames is None else frames,
+                        size=event_size, limit=limit, seed=seed)
+    _no_frames(frames, text, event_size)
     root, name = _pick_split(path, split, display)
     return _load_image_folder(root, name, limit, seed, progress)
 
 
-def _no_frames(frames: int | None, spec: str) -> None:
-    """DataError when ``frames`` is given for data that are not events."""
-    if frames is not None:
-        raise DataError(f"--frames applies to event data only (<dir>/<class>/<file>.npz|.aedat); "
-                        f"{spec!r} holds images: drop --frames")
+def _no_frames(frames: int | None, spec: str, event_size: int | None = None) -> None:
+    """DataError when ``frames`` or ``event_size`` is given for data that are not events."""
+    for value, flag in ((frames, "--frames"), (event_size, "--event-size")):
+        if value is not None:
+            raise DataError(f"{flag} applies to event data only (<dir>/<class>/<file>.npz|.aedat); "
+                            f"{spec!r} holds images: drop {flag}")
 
 
 def _whole_number(value: object, what: str) -> int:

@@ -177,7 +177,9 @@ def run_training(args) -> dict | None:
 
 
 def _load(spec, args, split, limit):
-    extra = {} if args.frames is None else {"frames": args.frames}  # event data only
+    extra = {key: value for key, value in (("frames", args.frames),
+                                           ("event_size", getattr(args, "event_size", None)))
+             if value is not None}  # event data only
     return load_dataset(spec, split=split, limit=limit, seed=args.seed, cache_dir=args.data_dir,
                         progress=not args.json, **extra)
 

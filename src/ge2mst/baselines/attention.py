@@ -269,6 +269,9 @@ class GroupedProjection(nn.Module):
 
     def __init__(self, dim: int, groups: int = 1) -> None:
         super().__init__()
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or dim % groups:
+            raise ConfigError(f"grouped projection: groups must be a whole number >= 1 dividing "
+                              f"the embedding dimension {dim}, got {groups!r}")
         self.dim, self.groups = dim, groups
         gd = dim // groups
         bound = 1.0 / math.sqrt(gd)
