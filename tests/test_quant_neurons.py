@@ -55,6 +55,43 @@ def test_quantizer_search_and_sequential_neurons_agree(tg, signed, lam, values):
             assert ((spikes * torch.sign(x)) >= 0).all()
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tg=st.sampled_from(VALID_TG + [(0, 4), (0, 64)]), signed=st.booleans(),
+       lam=st.floats(min_value=0.0009765625, max_value=1024.0, allow_nan=False,
+                     allow_infinity=False, width=32),
+       values=st.lists(st.floats(min_value=-2048.0, max_value=2048.0, width=32), min_size=1, max_size=64),
+       search_levels=st.sampled_from([0, 4, 10_000]))
+def test_float32_fast_path_equals_the_float64_integer_path(tg, signed, lam, values, search_levels):
+    """Training's float32 quantizer (binary search on rounded-up boundaries, or the grid with
+    two exact edge comparisons) gives the very bits of delta * code computed in float64 and
+    rounded once, at every boundary and one float32 ulp either side, for inf, -0 and NaN."""
+    import ge2mst.quant as quant
+    from ge2mst.coding import uniform_codebook
+
+    T, G = tg
+    book = uniform_codebook(G) if T == 0 else expg_codebook(T, G)  # (0, L): QCFS levels
+    lam_t = torch.tensor(lam)
+    bounds = (level_spacing(lam_t, book.n_max) * book.mids).to(torch.float32)
+    x = torch.cat([torch.tensor(values, dtype=torch.float32), bounds,
+                   torch.nextafter(bounds, torch.full_like(bounds, -math.inf)),
+                   torch.nextafter(bounds, torch.full_like(bounds, math.inf)),
+                   torch.tensor([0.0, -0.0, lam, -lam, 10 * lam, math.inf, -math.inf, math.nan])])
+    if signed:
+        x = torch.cat([x, -x])
+    codes = quant.quantize_codes(x, lam_t, book, signed)
+    expected = quant.codes_to_values(codes, lam_t, book.n_max, torch.float32)
+    expected = torch.where(torch.isnan(x), x, expected)
+    old, quant.SEARCH_LEVELS = quant.SEARCH_LEVELS, search_levels
+    try:
+        got = quant._quantize_float32(x, lam_t, book, signed)
+    finally:
+        quant.SEARCH_LEVELS = old
+    assert got.dtype == torch.float32
+    assert torch.equal(got.view(torch.int32)[~torch.isnan(x)],
+                       expected.view(torch.int32)[~torch.isnan(x)])  # bits: +0 stays +0
+    assert torch.isnan(got[torch.isnan(x)]).all()
+
+
 @pytest.mark.parametrize("T,G", VALID_TG)
 def test_event_mode_output_sums_to_the_quantized_value(T, G):
     torch.manual_seed(T * 10 + G)

@@ -57,11 +57,76 @@ def codes_to_values(codes: torch.Tensor, lam: torch.Tensor, n_max: int, dtype: t
     return (level_spacing(lam, n_max) * codes.to(torch.float64)).to(dtype)
 
 
+def _round_up_to_float32(values: torch.Tensor) -> torch.Tensor:
+    """The smallest float32 >= each float64 value: for a float32 ``x``, ``x >= b`` exactly when
+    ``x >= _round_up_to_float32(b)``."""
+    f32 = values.to(torch.float32)
+    below = f32.to(torch.float64) < values
+    return torch.where(below, torch.nextafter(f32, torch.full_like(f32, math.inf)), f32)
+
+
+def _grid_tables(lam: torch.Tensor, book: CodeBook, device: torch.device):
+    """Tables of the float32 fast path on the half-integer grid ``k / 2`` (k = 0 .. 2 n_max + 2).
+
+    Every boundary ``delta * mid`` lies on the grid ``delta * k / 2``. ``edges[k]`` is grid point
+    k rounded up to float32 (``edges[0] = -inf`` and the last ``+inf``, so that a cell never
+    leaves the table), and ``values[k]`` is the float32 output ``delta * code`` for magnitudes in
+    ``[delta k / 2, delta (k + 1) / 2)`` (the code of the last midpoint <= k / 2).
+    """
+    delta = level_spacing(lam, book.n_max)
+    half = torch.arange(2 * book.n_max + 3, dtype=torch.float64) / 2
+    edges = _round_up_to_float32(delta * half)
+    edges[0], edges[-1] = -math.inf, math.inf
+    codes = book.codes[torch.searchsorted(book.mids, half[:-1], right=True)]
+    values = (delta * codes.to(torch.float64)).to(torch.float32)
+    return edges.to(device), values.to(device), float(2.0 / delta)
+
+
+#: Code books of at most this many levels use a float32 binary search instead of the grid.
+SEARCH_LEVELS = 4
+
+
+def _quantize_float32(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: bool) -> torch.Tensor:
+    """``codes_to_values(quantize_codes(x, ...), ..., float32)`` for float32 ``x``, bit for bit,
+    without float64 arithmetic on the tensor and in time independent of the code book's size.
+
+    Small code books: a binary search over the boundaries rounded up to float32 (for a float32
+    ``x``, ``x >= b`` exactly when ``x >= round_up(b)``). Larger ones: ``|x| * 2 / delta``,
+    truncated, is within one of the grid cell of ``|x|`` (relative error ~2**-23 on at most
+    2**(T+1) cells); one exact comparison with each float32 edge of that cell moves it into the
+    cell, where a table gives the output. NaN stays NaN.
+    """
+    has_nan = bool(torch.isnan(x).any())
+    mag = x.abs() if signed else x
+    if has_nan:
+        mag = torch.nan_to_num(mag, nan=0.0)
+    if book.num_levels <= SEARCH_LEVELS:
+        delta = level_spacing(lam, book.n_max)
+        bounds = _round_up_to_float32(delta * book.mids).to(x.device)
+        values = (delta * book.codes.to(torch.float64)).to(torch.float32).to(x.device)
+        cell = torch.bucketize(mag, bounds, right=True, out_int32=True)
+    else:
+        edges, values, scale = _grid_tables(lam, book, x.device)
+        last = values.numel() - 1
+        cell = (mag * scale).clamp_(0, last).to(torch.int32)  # truncation = floor on [0, last]
+        cell += (mag >= edges[cell + 1]).to(torch.int32) - (mag < edges[cell]).to(torch.int32)
+    if signed:  # negative inputs read a second table, -values (0 - 0 = +0, as the integer path)
+        cell += (x < 0).to(torch.int32) * values.numel()
+        values = torch.cat([values, 0.0 - values])
+    out = values[cell]
+    if has_nan:
+        out = torch.where(torch.isnan(x), x, out)
+    return out
+
+
 class _Quantize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, lam, book, signed):  # noqa: D401 - autograd signature
-        out = codes_to_values(quantize_codes(x, lam, book, signed), lam, book.n_max, x.dtype)
-        out = torch.where(torch.isnan(x), x, out)
+        if x.dtype == torch.float32:
+            out = _quantize_float32(x, lam, book, signed)
+        else:
+            out = codes_to_values(quantize_codes(x, lam, book, signed), lam, book.n_max, x.dtype)
+            out = torch.where(torch.isnan(x), x, out)
         ctx.signed = signed
         ctx.save_for_backward(x, lam, out)
         return out
