@@ -120,15 +120,23 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
         raise CheckpointError(f"checkpoint {str(path)!r} holds model {name!r}, not {model_name!r}")
     kwargs = {**config.get("model_kwargs", {}), **override}
     model = create_model(name, **kwargs)
-    expected = model.state_dict()
+    load_state_strictly(model, tensors, f"checkpoint {str(path)!r}", f"model {name!r}")
+    return model, config
+
+
+def load_state_strictly(module: nn.Module, tensors: dict[str, torch.Tensor], what: str,
+                        target: str, check_dtype: bool = False) -> None:
+    """Load ``tensors`` into ``module`` after checking names, shapes (and dtypes): a
+    CheckpointError naming ``what`` (the file) and ``target`` (what it should fit) otherwise."""
+    expected = module.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not match model {name!r}: "
-                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise CheckpointError(f"{what} does not match {target}: missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}")
     for key, value in tensors.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(f"checkpoint {str(path)!r}: {key} has shape {tuple(value.shape)}, "
-                                  f"model {name!r} expects {tuple(expected[key].shape)}")
-    model.load_state_dict(tensors)
-    return model, config
+        want = expected[key]
+        if value.shape != want.shape or (check_dtype and value.dtype != want.dtype):
+            raise CheckpointError(f"{what}: {key} has shape {tuple(value.shape)} ({value.dtype}), "
+                                  f"{target} expects shape {tuple(want.shape)} ({want.dtype})")
+    module.load_state_dict(tensors, strict=True)

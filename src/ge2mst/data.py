@@ -283,31 +283,48 @@ def _pick_split(path: Path, split: str, display: str) -> tuple[Path, str]:
     return path / split, f"{display}/{split}"
 
 
-def _list_image_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
-    """Sorted class names, image paths (sorted within a class) and their labels."""
+def list_class_folders(root: Path, members_of, layout: str, kind: str,
+                       pick=None) -> tuple[list[str], list[str], list[int]]:
+    """Sorted class folders of ``root``, their files and labels, with one-line errors.
+
+    ``members_of(folder)`` lists a class folder's files (sorted); ``layout`` and ``kind`` word
+    the errors (the expected layout, what a class folder must hold); ``pick(members)`` keeps a
+    part of each class (a split), all of it when None.
+    """
     try:
         with os.scandir(root) as it:
             classes = sorted(e.name for e in _visible(it) if e.is_dir())
     except OSError as exc:
         raise DataError(f"cannot read the folder {str(root)!r} ({exc})") from None
     if not classes:
-        raise DataError(f"{str(root)!r} has no class sub-folders: expected <dir>/<class>/<image>"
-                        " or train/ and test/ folders of that form")
+        raise DataError(f"{str(root)!r} has no class sub-folders: expected {layout}")
     files: list[str] = []
     labels: list[int] = []
     for label, cls in enumerate(classes):
         try:
-            with os.scandir(root / cls) as it:
-                members = sorted(e.path for e in _visible(it) if e.is_file()
-                                 and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+            members = members_of(root / cls)
         except OSError as exc:
             raise DataError(f"cannot read the class folder {str(root / cls)!r} ({exc})") from None
         if not members:
-            raise DataError(f"class folder {cls!r} ({str(root / cls)!r}) holds no images: add "
-                            f"{'/'.join(sorted(IMAGE_EXTENSIONS))} files or remove the folder")
-        files += members
-        labels += [label] * len(members)
+            raise DataError(f"class folder {cls!r} ({str(root / cls)!r}) holds no {kind} or "
+                            "remove the folder")
+        chosen = members if pick is None else pick(members)
+        files += chosen
+        labels += [label] * len(chosen)
     return classes, files, labels
+
+
+def _image_files(folder: Path) -> list[str]:
+    with os.scandir(folder) as it:
+        return sorted(e.path for e in _visible(it) if e.is_file()
+                      and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+
+
+def _list_image_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
+    """Sorted class names, image paths (sorted within a class) and their labels."""
+    return list_class_folders(
+        root, _image_files, "<dir>/<class>/<image> or train/ and test/ folders of that form",
+        f"images: add {'/'.join(sorted(IMAGE_EXTENSIONS))} files")
 
 
 def _load_image_folder(root: Path, name: str, limit: int | None, seed: int,

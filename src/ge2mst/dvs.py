@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .data import ImageDataset, _balanced_choice, _one_line, _visible, _whole_number
+from .data import ImageDataset, _balanced_choice, _one_line, _visible, _whole_number, list_class_folders
 from .errors import DataError
 
 EVENT_EXTENSIONS = (".npz", ".aedat")
@@ -195,31 +195,16 @@ def is_event_folder(path: str | os.PathLike[str]) -> bool:
 
 def _split_files(root: Path, split: str) -> tuple[list[str], list[str], list[int]]:
     """Class names, recordings of ``split`` and their labels (first 90 % of a class = train)."""
-    try:
-        with os.scandir(root) as it:
-            classes = sorted(e.name for e in _visible(it) if e.is_dir())
-    except OSError as exc:
-        raise DataError(f"cannot read the folder {str(root)!r} ({exc})") from None
-    if not classes:
-        raise DataError(f"{str(root)!r} has no class sub-folders: expected "
-                        "<dir>/<class>/<recording>.npz|.aedat")
-    files: list[str] = []
-    labels: list[int] = []
-    for label, cls in enumerate(classes):
-        try:
-            members = _event_files(root / cls)
-        except OSError as exc:
-            raise DataError(f"cannot read the class folder {str(root / cls)!r} ({exc})") from None
-        if not members:
-            raise DataError(f"class folder {cls!r} ({str(root / cls)!r}) holds no .npz or .aedat "
-                            "recordings: add some or remove the folder")
+
+    def pick(members: list[str]) -> list[str]:
         n_train = min(len(members), max(1, math.floor(TRAIN_FRACTION * len(members) + 1e-9)))
         if len(members) > 1:
             n_train = min(n_train, len(members) - 1)  # every class with 2+ files is tested too
-        chosen = members[:n_train] if split == "train" else members[n_train:]
-        files += chosen
-        labels += [label] * len(chosen)
-    return classes, files, labels
+        return members[:n_train] if split == "train" else members[n_train:]
+
+    return list_class_folders(root, _event_files,
+                              "<dir>/<class>/<recording>.npz|.aedat",
+                              ".npz or .aedat recordings: add some", pick)
 
 
 def load_dvs(root: str | os.PathLike[str], split: str = "test", frames: int = DEFAULT_FRAMES,

@@ -198,7 +198,6 @@ def count_operations(snn: SpikingNetwork, batches: Iterable[torch.Tensor],
         snn.set_recording(False)
     if images == 0:
         raise ConfigError("count_operations needs at least one image")
-    costs = PRESETS[preset]
     order = {name: i for i, (name, _) in enumerate(snn.body.named_modules())}
 
     def position(row: dict) -> float:  # network order; attention products just before proj
@@ -220,6 +219,18 @@ def count_operations(snn: SpikingNetwork, batches: Iterable[torch.Tensor],
             "histogram": [h / r["count"] for h in r["histogram"]],
             "adds": r["adds"] / images, "comparisons": r["comparisons"] / images,
             "resets": r["resets"] / images, "spikes_per_image": r["spike_total"] / images})
+    max_spikes = max((max(i for i, h in enumerate(r["histogram"]) if h > 0) for r in neurons_out),
+                     default=0)
+    return summarize(per_layer, neurons_out, images, preset, max_spikes)
+
+
+def summarize(per_layer: list[dict], neurons_out: list[dict], images: int, preset: str,
+              max_spikes: int, **extra) -> dict:
+    """The report of a count: per-image totals of the ``per_layer`` rows (``sops``, ``macs``,
+    ``ann_macs``, ``sops_upper_bound``) and of the ``neurons_out`` rows (``spikes_per_image``,
+    ``neurons``, ``adds``, ``comparisons``), energy of ``preset``, and ``extra`` keys after
+    ``pj_per_mac``. Shared by `count_operations` and the STBP counter."""
+    costs = PRESETS[preset]
     sops = sum(r["sops"] for r in per_layer)
     macs = sum(r["macs"] for r in per_layer)
     ann_macs = sum(r["ann_macs"] for r in per_layer)
@@ -232,6 +243,7 @@ def count_operations(snn: SpikingNetwork, batches: Iterable[torch.Tensor],
         "preset": preset,
         "pj_per_accumulate": costs["ac_pj"],
         "pj_per_mac": costs["mac_pj"],
+        **extra,
         "sops": sops,
         "macs": macs,
         "energy_mj": energy,
@@ -239,9 +251,8 @@ def count_operations(snn: SpikingNetwork, batches: Iterable[torch.Tensor],
         "ann_energy_mj": ann_energy,
         "energy_ratio": ann_energy / energy if energy else None,
         "spikes_per_image": spikes,
-        "firing_rate": spikes / n_neurons if n_neurons else 0.0,
-        "max_spikes_per_neuron": max((max(i for i, h in enumerate(r["histogram"]) if h > 0)
-                                      for r in neurons_out), default=0),
+        "firing_rate": spikes / n_neurons if n_neurons else 0.0,  # per neuron per inference
+        "max_spikes_per_neuron": max_spikes,
         "sops_upper_bound": sum(r["sops_upper_bound"] for r in per_layer),
         "neuron_adds": sum(r["adds"] for r in neurons_out),
         "neuron_comparisons": sum(r["comparisons"] for r in neurons_out),

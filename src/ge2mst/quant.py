@@ -135,19 +135,16 @@ class _Quantize(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, lam, out = ctx.saved_tensors
         lam_v = lam.to(x.dtype)
-        if ctx.signed:
-            inside = x.abs() <= lam_v
-            outside = torch.sign(x) * (~inside)
-        else:
-            inside = (x >= 0) & (x <= lam_v)
-            outside = (x > lam_v).to(x.dtype)
-        grad_x = grad_lam = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_out * inside
-        if ctx.needs_input_grad[1]:
-            dlam = torch.where(inside, (out - x) / lam_v, outside.to(x.dtype))
-            grad_lam = (grad_out * dlam).sum().reshape(lam.shape).to(lam.dtype)
-        return grad_x, grad_lam, None, None
+        inside = x.abs() <= lam_v if ctx.signed else (x >= 0) & (x <= lam_v)
+        grad_in = torch.where(inside, grad_out, 0.0)
+        grad_lam = None
+        if ctx.needs_input_grad[1]:  # sum over the regions of grad_out * dQ/dlambda
+            gsum = torch.dot(grad_in.reshape(-1), (out - x).reshape(-1)) / lam_v
+            gsum = gsum + torch.where(x > lam_v, grad_out, 0.0).sum()
+            if ctx.signed:
+                gsum = gsum - torch.where(x < -lam_v, grad_out, 0.0).sum()
+            grad_lam = gsum.reshape(lam.shape).to(lam.dtype)
+        return grad_in if ctx.needs_input_grad[0] else None, grad_lam, None, None
 
 
 def quantize(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: bool = False) -> torch.Tensor:

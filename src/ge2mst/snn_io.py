@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .checkpoint import FORMAT as ANN_FORMAT
-from .checkpoint import atomic_write_bytes, load_checkpoint
+from .checkpoint import atomic_write_bytes, load_checkpoint, load_state_strictly
 from .convert import ConversionOptions, SpikingNetwork, convert
 from .errors import CheckpointError, ConversionError
 from .neurons import ExpGIF
@@ -215,17 +215,6 @@ def load_spiking(path: str | os.PathLike) -> SpikingNetwork:
 
 
 def _load_state(snn: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    expected = snn.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"spiking network {str(path)!r} does not match its description: "
-                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-    for key, value in tensors.items():
-        want = expected[key]
-        if value.shape != want.shape or value.dtype != want.dtype:
-            raise CheckpointError(f"spiking network {str(path)!r}: {key} is {value.dtype} "
-                                  f"{tuple(value.shape)}, the described network expects "
-                                  f"{want.dtype} {tuple(want.shape)}")
-    snn.load_state_dict(tensors, strict=True)
+    load_state_strictly(snn, tensors, f"spiking network {str(path)!r}", "its description",
+                        check_dtype=True)
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..energy import CLASS_ORDER, EVENT_CLASSES, PRESETS, classify_input, dense_macs, event_sops
+from ..energy import CLASS_ORDER, EVENT_CLASSES, PRESETS, classify_input, dense_macs, event_sops, summarize
 from ..errors import ConfigError
 from .attention import A2OS2A, GroupedProjection, SpikingSelfAttention, window_attention
 from .lif import LIF
@@ -230,23 +230,5 @@ def count_stbp_operations(model: Spikformer, batches: Iterable[torch.Tensor],
                     "adds": r["adds"] / images, "comparisons": r["comparisons"] / images,
                     "resets": r["resets"] / images, "spikes_per_image": r["spike_total"] / images}
                    for r in neurons.values()]
-    costs = PRESETS[preset]
-    sops = sum(r["sops"] for r in per_layer)
-    macs = sum(r["macs"] for r in per_layer)
-    ann_macs = sum(r["ann_macs"] for r in per_layer)
-    energy = (sops * costs["ac_pj"] + macs * costs["mac_pj"]) * 1e-9
-    ann_energy = ann_macs * costs["mac_pj"] * 1e-9
-    spikes = sum(r["spikes_per_image"] for r in neurons_out)
-    n_neurons = sum(r["neurons"] for r in neurons_out)
-    return {
-        "images": images, "preset": preset, "pj_per_accumulate": costs["ac_pj"],
-        "pj_per_mac": costs["mac_pj"], "T": model.T, "steps": steps, "sops": sops, "macs": macs,
-        "energy_mj": energy, "ann_macs": ann_macs, "ann_energy_mj": ann_energy,
-        "energy_ratio": ann_energy / energy if energy else None, "spikes_per_image": spikes,
-        "firing_rate": spikes / n_neurons if n_neurons else 0.0,  # per neuron per inference
-        "max_spikes_per_neuron": max((r["max"] for r in neurons.values()), default=0),
-        "sops_upper_bound": sum(r["sops_upper_bound"] for r in per_layer),
-        "neuron_adds": sum(r["adds"] for r in neurons_out),
-        "neuron_comparisons": sum(r["comparisons"] for r in neurons_out),
-        "per_layer": per_layer, "neurons": neurons_out,
-    }
+    return summarize(per_layer, neurons_out, images, preset,
+                     max((r["max"] for r in neurons.values()), default=0), T=model.T, steps=steps)
