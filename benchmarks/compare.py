@@ -192,6 +192,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--Ts", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every training setting this many times, in rounds over all "
+                             "settings, and report the median of the rounds' medians (drift of a "
+                             "shared machine falls on every setting alike)")
     parser.add_argument("--worker", choices=["train", "infer"])
     parser.add_argument("--network", choices=sorted(NETWORKS))
     parser.add_argument("--T", type=int, default=4)
@@ -202,14 +206,24 @@ def main() -> None:
         return
     device = (f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
     results = {"device": device, "batch": args.batch, "steps": args.steps, "images": args.images,
-               "train": {}, "infer": {}}
-    for label in NETWORKS:
-        Ts = args.Ts if label in ALL_T else [4]
-        results["train"][label] = {}
-        for T in Ts:
+               "rounds": args.rounds, "train": {}, "infer": {}}
+    settings = [(label, T) for label in NETWORKS for T in (args.Ts if label in ALL_T else [4])]
+    runs: dict[tuple[str, int], list[dict]] = {key: [] for key in settings}
+    for round_ in range(args.rounds):
+        for label, T in settings:
             r = _spawn(args, label, "train", T)
-            results["train"][label][str(T)] = r
-            print(f"{label} T={T}: {r}", flush=True)
+            runs[label, T].append(r)
+            print(f"round {round_ + 1}/{args.rounds} {label} T={T}: {r}", flush=True)
+    for (label, T), rs in runs.items():
+        done = [r for r in rs if "step_s" in r]
+        row = dict(rs[0])
+        if done:
+            row.update(step_s=statistics.median(r["step_s"] for r in done),
+                       peak_mb=statistics.median(r["peak_mb"] for r in done),
+                       step_s_rounds=[r["step_s"] for r in done],
+                       peak_mb_rounds=[r["peak_mb"] for r in done])
+        results["train"].setdefault(label, {})[str(T)] = row
+    for label in NETWORKS:
         results["infer"][label] = _spawn(args, label, "infer", 4)
         print(f"{label} inference T=4: {results['infer'][label]}", flush=True)
         (HERE / "compare.json").write_text(json.dumps(results, indent=1))
@@ -220,8 +234,10 @@ def main() -> None:
 def to_markdown(results: dict) -> str:
     ge2 = results["train"]["Ge2mS-T CIFAR Base"]
     Ts = sorted({int(t) for rows in results["train"].values() for t in rows})
+    rounds = results.get("rounds", 1)
     lines = [f"Device: {results['device']}; batch {results['batch']}, median of {results['steps']} "
-             "steps after one warm-up.", "",
+             "steps after one warm-up"
+             + (f", median over {rounds} interleaved rounds." if rounds > 1 else "."), "",
              "| network | params | " + " | ".join(f"step s / peak MiB, T = {t}" for t in Ts)
              + " | time / step vs Ge2mS-T at T = 4 | memory vs Ge2mS-T at T = 4 |",
              "|---|---|" + "---|" * (len(Ts) + 2)]

@@ -69,17 +69,21 @@ def _grid_tables(lam: torch.Tensor, book: CodeBook, device: torch.device):
     """Tables of the float32 fast path on the half-integer grid ``k / 2`` (k = 0 .. 2 n_max + 2).
 
     Every boundary ``delta * mid`` lies on the grid ``delta * k / 2``. ``edges[k]`` is grid point
-    k rounded up to float32 (``edges[0] = -inf`` and the last ``+inf``, so that a cell never
-    leaves the table), and ``values[k]`` is the float32 output ``delta * code`` for magnitudes in
+    k rounded up to float32 (the last one ``+inf``, so that a cell never leaves the table), and ``values[k]`` is the float32 output ``delta * code`` for magnitudes in
     ``[delta k / 2, delta (k + 1) / 2)`` (the code of the last midpoint <= k / 2).
     """
     delta = level_spacing(lam, book.n_max)
     half = torch.arange(2 * book.n_max + 3, dtype=torch.float64) / 2
     edges = _round_up_to_float32(delta * half)
-    edges[0], edges[-1] = -math.inf, math.inf
+    edges[-1] = math.inf
     codes = book.codes[torch.searchsorted(book.mids, half[:-1], right=True)]
     values = (delta * codes.to(torch.float64)).to(torch.float32)
-    return edges.to(device), values.to(device), float(2.0 / delta)
+    # 2 / delta in float32, four ulps low: |x| * scale (rounded) stays below the true cell
+    # coordinate, never above, and less than one below it (it is at most 2 n_max + 2 < 2**10)
+    scale = torch.tensor(2.0 / float(delta), dtype=torch.float32)
+    for _ in range(4):
+        scale = torch.nextafter(scale, torch.zeros_like(scale))
+    return edges.to(device), values.to(device), float(scale)
 
 
 #: Code books of at most this many levels use a float32 binary search instead of the grid.
@@ -91,10 +95,10 @@ def _quantize_float32(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed
     without float64 arithmetic on the tensor and in time independent of the code book's size.
 
     Small code books: a binary search over the boundaries rounded up to float32 (for a float32
-    ``x``, ``x >= b`` exactly when ``x >= round_up(b)``). Larger ones: ``|x| * 2 / delta``,
-    truncated, is within one of the grid cell of ``|x|`` (relative error ~2**-23 on at most
-    2**(T+1) cells); one exact comparison with each float32 edge of that cell moves it into the
-    cell, where a table gives the output. NaN stays NaN.
+    ``x``, ``x >= b`` exactly when ``x >= round_up(b)``). Larger ones: ``|x| * 2 / delta``, with
+    the scale rounded low and truncated, is the grid cell of ``|x|`` or the one below it (relative
+    error < 2**-21 on at most 2**(T+1) + 2 cells); one exact comparison with the next float32
+    edge moves it into the cell, where a table gives the output. NaN stays NaN.
     """
     has_nan = bool(torch.isnan(x).any())
     mag = x.abs() if signed else x
@@ -109,7 +113,7 @@ def _quantize_float32(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed
         edges, values, scale = _grid_tables(lam, book, x.device)
         last = values.numel() - 1
         cell = (mag * scale).clamp_(0, last).to(torch.int32)  # truncation = floor on [0, last]
-        cell += (mag >= edges[cell + 1]).to(torch.int32) - (mag < edges[cell]).to(torch.int32)
+        cell += mag >= edges[cell + 1]  # the cell, or the one below it: one exact comparison
     if signed:  # negative inputs read a second table, -values (0 - 0 = +0, as the integer path)
         cell += (x < 0).to(torch.int32) * values.numel()
         values = torch.cat([values, 0.0 - values])
