@@ -1,13 +1,15 @@
 """Ge2mS-T against its baselines on one machine, in one run: training cost against T, inference
 time, operations and energy per image.
 
-    python benchmarks/compare.py --data ../shared/data/cifar10-jpg.tar.gz
+    python benchmarks/compare.py --data ../shared/data/cifar10-jpg.tar.gz --steps 5 --rounds 3
 
 For each network (similar parameter counts: Ge2mS-T CIFAR Base 8.9 M, Spikformer-4-384 9.3 M and
 its attention / temporal-grouping variants) and T in 1, 2, 4, 8, a fresh subprocess builds the
 network, takes one batch of CIFAR-10 training JPEGs and times AdamW training steps (forward,
 backward, update; median of ``--steps`` after one warm-up step) and the peak resident memory the
 steps add over the process before its first step (the kernel's peak mark, reset just before).
+With ``--rounds R`` every training setting is measured R times, in rounds over all settings, and
+the median of the rounds is reported, so that a shared machine's drift falls on all settings alike.
 Ge2mS-T trains through one forward pass whatever T is (ExpG quantizers at p = 1,
 G = max(1, T / 2)); Spikformer unrolls its LIF neurons over T steps and backpropagates through
 time.
