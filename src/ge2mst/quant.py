@@ -69,7 +69,8 @@ def _grid_tables(lam: torch.Tensor, book: CodeBook, device: torch.device):
     """Tables of the float32 fast path on the half-integer grid ``k / 2`` (k = 0 .. 2 n_max + 2).
 
     Every boundary ``delta * mid`` lies on the grid ``delta * k / 2``. ``edges[k]`` is grid point
-    k rounded up to float32 (the last one ``+inf``, so that a cell never leaves the table), and ``values[k]`` is the float32 output ``delta * code`` for magnitudes in
+    k rounded up to float32 (the last one ``+inf``, so that a cell never leaves the table), and
+    ``values[k]`` is the float32 output ``delta * code`` for magnitudes in
     ``[delta k / 2, delta (k + 1) / 2)`` (the code of the last midpoint <= k / 2).
     """
     delta = level_spacing(lam, book.n_max)
