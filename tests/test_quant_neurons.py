@@ -1,9 +1,11 @@
 """Quantizers (ANN mode) against neurons (SNN mode): property tests over every (T, G)."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import CIFAR, CIFAR_MISSING
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -260,3 +262,45 @@ def test_neuron_rejects_bad_input():
 
 def test_codebooks_are_shared_not_rebuilt():
     assert expg_codebook(4, 2) is expg_codebook(4, 2)
+
+
+SHIPPED_TINY = (Path(__file__).resolve().parents[1] / "checkpoints"
+                / "ge2mst_cifar_tiny_effdim.safetensors")
+
+
+@pytest.mark.skipif(not CIFAR.is_file(), reason=CIFAR_MISSING)
+@pytest.mark.cifar
+@pytest.mark.parametrize("T,G", [(4, 2), (8, 2), (2, 2)])  # grid path, grid path, binary search
+def test_float32_fast_path_is_bit_identical_on_real_cifar_activations(cache_dir, monkeypatch, T, G):
+    """Every quantizer input of the trained, shipped cifar_tiny on 128 real CIFAR-10 test images
+    in a training-mode forward pass (float32, as in training: convolutions, MLPs, Q, K, V and the
+    attention matrices) quantizes to the very bits of the float64 integer path."""
+    import ge2mst.quant as quant
+    from ge2mst.checkpoint import load_checkpoint
+    from ge2mst.data import load_dataset, normalize
+
+    model, config = load_checkpoint(SHIPPED_TINY, T=T, G=G)
+    model.train()  # the training path: attention through the quantizers, not the integer codes
+    data = load_dataset(str(CIFAR), split="test", limit=128, cache_dir=cache_dir)
+    x = normalize(data.images, torch.tensor(config["mean"]), torch.tensor(config["std"]))
+    seen = []
+    fast = quant._quantize_float32
+
+    def recording(inp, lam, book, signed):
+        out = fast(inp, lam, book, signed)
+        seen.append((inp, lam, book, signed, out))
+        return out
+
+    monkeypatch.setattr(quant, "_quantize_float32", recording)
+    with torch.no_grad():
+        model(x.float())
+    assert len(seen) == len(list(quant.quantizers(model)))  # every quantizer, once
+    paths, compared = set(), 0
+    for inp, lam, book, signed, out in seen:
+        paths.add(book.num_levels <= quant.SEARCH_LEVELS)
+        codes = quant.quantize_codes(inp, lam, book, signed)
+        expected = quant.codes_to_values(codes, lam, book.n_max, torch.float32)
+        assert torch.equal(out.view(torch.int32), expected.view(torch.int32))
+        compared += inp.numel()
+    assert compared > 1_000_000
+    assert paths == {(T, G) == (2, 2)}  # the path the parametrisation means to exercise
