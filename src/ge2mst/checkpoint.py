@@ -69,36 +69,41 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra) -> Path:
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a checkpoint's tensors and config, with a clear error for any damaged file."""
+def _corrupt(what: str, exc: Exception) -> CheckpointError:
+    first = str(exc).splitlines()[0] if str(exc) else "unreadable"
+    return CheckpointError(f"{what} is truncated or corrupt ({type(exc).__name__}: {first})")
+
+
+def read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the ``__metadata__`` of the safetensors file ``path``; a one-line
+    CheckpointError naming ``what`` (e.g. "checkpoint 'x.safetensors'") for a damaged file."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     data = path.read_bytes()
     try:
         tensors = load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8:8 + header_len])
-        meta = header.get("__metadata__") or {}
-    except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is truncated or corrupt ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
-        ) from None
+        return tensors, header.get("__metadata__") or {}
+    except (SafetensorError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _corrupt(what, exc) from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a checkpoint's tensors and config, with a clear error for any damaged file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    tensors, meta = read_safetensors(path, f"checkpoint {str(path)!r}")
     if "ge2mst" not in meta:
         what = ("a converted spiking network of 'ge2mst convert' (use it with 'ge2mst eval')"
                 if "ge2mst_snn" in meta else "a safetensors file of another tool")
         raise CheckpointError(f"{str(path)!r} is not a ge2mst training checkpoint: it is {what}")
     try:
         config = json.loads(meta["ge2mst"])
-    except (ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is truncated or corrupt ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
-        ) from None
+    except (ValueError, TypeError) as exc:
+        raise _corrupt(f"checkpoint {str(path)!r}", exc) from None
     if config.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} has format {config.get('format')!r}, "
                               f"expected {FORMAT!r}")

@@ -327,20 +327,34 @@ def load_model_for(args, data) -> tuple[torch.nn.Module, dict]:
     return model, {}
 
 
+def _load_run_data(args):
+    """The ``--data`` split of a run, after seeding torch with ``--seed``."""
+    from .data import load_dataset
+
+    torch.manual_seed(args.seed)
+    return load_dataset(args.data, split=args.split, limit=args.limit, seed=args.seed,
+                        cache_dir=args.data_dir, progress=not args.json)
+
+
+def _normalized_batches(args, data, stats: dict) -> list:
+    """``--batch-size`` batches of ``data``, normalised with the ``mean``/``std`` that ``stats``
+    (a checkpoint's config, a converted network's description) records, else the data's own."""
+    from .data import normalize
+
+    if "mean" in stats and "std" in stats:
+        mean, std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
+    else:
+        mean, std = data.channel_stats()
+    return [(normalize(x, mean, std), y) for x, y in data.batches(args.batch_size)]
+
+
 def prepare_run(args):
     """Data, model (checkpoint, or built and calibrated on the images) and normalised batches."""
     from .calibrate import calibrate
-    from .data import load_dataset, normalize
 
-    torch.manual_seed(args.seed)
-    data = load_dataset(args.data, split=args.split, limit=args.limit, seed=args.seed,
-                        cache_dir=args.data_dir, progress=not args.json)
+    data = _load_run_data(args)
     model, config = load_model_for(args, data)
-    if "mean" in config and "std" in config:
-        mean, std = torch.tensor(config["mean"]), torch.tensor(config["std"])
-    else:
-        mean, std = data.channel_stats()
-    batches = [(normalize(x, mean, std), y) for x, y in data.batches(args.batch_size)]
+    batches = _normalized_batches(args, data, config)
     # an STBP baseline has no quantizer: untrained, it runs with its initial weights
     calibrated = not args.checkpoint and getattr(model, "training_method", None) != "stbp"
     if calibrated:
@@ -429,8 +443,7 @@ def cmd_eval(args) -> int:
 
 def _prepare_spiking(args):
     """Data and batches for a spiking network written by ``ge2mst convert``."""
-    from .data import load_dataset, normalize
-    from .errors import CheckpointError, ConfigError
+    from .errors import CheckpointError
     from .snn_io import load_spiking
 
     if args.T is not None or args.groups is not None:
@@ -441,15 +454,8 @@ def _prepare_spiking(args):
     if args.model is not None and args.model != name:
         raise CheckpointError(f"spiking network {args.checkpoint!r} holds model {name!r}, "
                               f"not {args.model!r}")
-    torch.manual_seed(args.seed)
-    data = load_dataset(args.data, split=args.split, limit=args.limit, seed=args.seed,
-                        cache_dir=args.data_dir, progress=not args.json)
-    desc = snn.description
-    if "mean" in desc and "std" in desc:
-        mean, std = torch.tensor(desc["mean"]), torch.tensor(desc["std"])
-    else:
-        mean, std = data.channel_stats()
-    batches = [(normalize(x, mean, std), y) for x, y in data.batches(args.batch_size)]
+    data = _load_run_data(args)
+    batches = _normalized_batches(args, data, snn.description)
     header = {"model": name, "checkpoint": args.checkpoint, "data": args.data,
               "split": args.split, "calibrated": False, "seed": args.seed}
     return snn, batches, header

@@ -30,6 +30,7 @@ from .convert import SpikingNetwork, _input_spec, check_input, convert
 from .errors import ConfigError, DataError, InputError
 from .neurons import ExpGIF
 from .quant import QCFSQuant, quantizers
+from .snn_io import time_groups
 
 MODES = ("ann", "snn", "both")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -161,9 +162,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
                 form = getattr(model, "description", {}).get("conversion", {}).get("form", form)
             else:
                 snn = convert(base, form=form, encoding=encoding or default_encoding(method))
-            groups = sorted({n.G for _, n in snn.neurons() if isinstance(n, ExpGIF)})
-            report["T"] = snn.T
-            report["groups"] = groups[0] if len(groups) == 1 else (groups or None)
+            report["T"], report["groups"] = snn.T, time_groups(snn)
             neuron = ", ".join(sorted({type(n).__name__ for _, n in snn.neurons()}))
             report["form"], report["encoding"] = form, snn.encoding
         snn_logits, seconds = _run(snn, batches, tdtype)

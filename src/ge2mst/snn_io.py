@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .checkpoint import FORMAT as ANN_FORMAT
-from .checkpoint import atomic_write_bytes, load_checkpoint, load_state_strictly
+from .checkpoint import atomic_write_bytes, load_checkpoint, load_state_strictly, read_safetensors
 from .convert import ConversionOptions, SpikingNetwork, convert
 from .errors import CheckpointError, ConversionError
 from .neurons import ExpGIF
@@ -51,7 +51,9 @@ def _version() -> str:
     return __version__
 
 
-def _groups(snn: SpikingNetwork) -> int | list[int] | None:
+def time_groups(snn: SpikingNetwork) -> int | list[int] | None:
+    """G of the network's ExpG-IF neurons: one number, a sorted list if they differ, None if
+    there are none (vanilla IF)."""
     groups = sorted({n.G for _, n in snn.neurons() if isinstance(n, ExpGIF)})
     if not groups:
         return None
@@ -92,7 +94,7 @@ def convert_checkpoint(checkpoint: str | os.PathLike, *, T: int | None = None,
         "model_kwargs": kwargs,
         "conversion": options,
         "T": snn.T,
-        "G": _groups(snn),
+        "G": time_groups(snn),
         "neurons": sorted({type(n).__name__ for _, n in snn.neurons()}),
         "source": {"checkpoint": str(checkpoint), "sha256": sha256_of(checkpoint)},
         "ge2mst_version": _version(),
@@ -170,26 +172,14 @@ def load_spiking(path: str | os.PathLike) -> SpikingNetwork:
     The network gets a ``description`` attribute (the JSON). Raises `CheckpointError` with a
     one-line message for a missing, truncated, foreign or mismatched file.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     from .models import create_model
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"spiking network {str(path)!r} does not exist")
     description = _read_description(path)
-    data = path.read_bytes()
-    try:
-        tensors = load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:8 + header_len])
-        embedded = (header.get("__metadata__") or {}).get(_METADATA_KEY)
-    except (SafetensorError, ValueError, TypeError, AttributeError) as exc:
-        raise CheckpointError(
-            f"spiking network {str(path)!r} is truncated or corrupt ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
-        ) from None
+    tensors, meta = read_safetensors(path, f"spiking network {str(path)!r}")
+    embedded = meta.get(_METADATA_KEY)
     if embedded is None:
         raise CheckpointError(f"{str(path)!r} is not a spiking network written by ge2mst "
                               "(no ge2mst_snn metadata)")
