@@ -223,7 +223,11 @@ class GWSSA(GroupedAttention):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q_pre, k_pre, v_pre = self.q_conv(x), self.k_conv(x), self.v_conv(x)
-        if self.training or self.attn_act.bypass:  # training, or calibration looking at inputs
+        acts = (self.q_act, self.k_act, self.v_act, self.attn_act)
+        # the exact integer-code path is the quantized network (p = 1); training, calibration
+        # looking at the raw inputs, and an evaluation in the middle of progressive training
+        # (p < 1: the hybrid network that is being trained) take the float path, which honours p
+        if self.training or self.attn_act.bypass or any(a.p < 1.0 for a in acts):
             q, k_, v = self.q_act(q_pre), self.k_act(k_pre), self.v_act(v_pre)
 
             def op(a, b, c):

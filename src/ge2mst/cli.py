@@ -7,6 +7,7 @@ line ``ge2mst: error: ...`` on standard error with exit status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -130,8 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", choices=("trained", "folded"), default="trained",
                    help="ANN to compare with: as trained, or with BatchNorm folded (the "
                         "deployable ANN; bit-identical to --step-mode collapsed in float32)")
+    p.add_argument("--attention-products", choices=("codes", "spikes"), default="codes",
+                   help="spiking attention products from the integer codes read from the spike "
+                        "trains (codes) or from the spike trains themselves, step pair by step "
+                        "pair (spikes: the event-level attention)")
+    p.add_argument("--oracle-sample", type=_positive_int, default=None,
+                   help="neurons per layer and batch that the independent oracle and the form "
+                        "cross-check examine (default: 65536; every neuron with --strict)")
+    p.add_argument("--inject-fault", default=None, metavar="FAULT",
+                   choices=("floor", "ties-down", "reversed-weights", "lambda-drift",
+                            "no-refractoriness"),
+                   help="break the conversion deliberately in one documented way, to see the "
+                        "checks catch it: floor, ties-down, reversed-weights, lambda-drift, "
+                        "no-refractoriness (with --form sequential)")
     p.add_argument("--strict", action="store_true",
-                   help="exit with status 1 unless every neuron's code and prediction agree")
+                   help="the oracle examines every neuron, and the exit status is 1 unless the "
+                        "run is exact (every check listed under exactness_failures passes)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_verify)
 
@@ -371,15 +386,26 @@ def prepare_run(args):
 
 
 def cmd_verify(args) -> int:
-    from .verify import verify
+    from .verify import DEFAULT_ORACLE_SAMPLE, is_exact, verify
 
+    if args.strict and args.oracle_sample is not None:
+        raise ConfigError("--strict makes the oracle examine every neuron: drop --oracle-sample")
+    sample = None if args.strict else (args.oracle_sample or DEFAULT_ORACLE_SAMPLE)
+    fault = args.inject_fault
+    if fault is not None:
+        from .conversion_faults import FAULT_FORMS, inject
+
+        if FAULT_FORMS.get(fault, args.form) != args.form:
+            raise ConfigError(f"--inject-fault {fault} acts on --form {FAULT_FORMS[fault]} only")
     model, batches, header = prepare_run(args)
-    report = verify(model, batches, step_mode=args.step_mode, form=args.form, dtype=args.dtype,
-                    reference=args.reference, progress=not args.json)
+    with inject(fault, model) if fault is not None else contextlib.nullcontext():
+        report = verify(model, batches, step_mode=args.step_mode, form=args.form, dtype=args.dtype,
+                        reference=args.reference, attention_products=args.attention_products,
+                        oracle_sample=sample, seed=args.seed, progress=not args.json)
     report = {**header, **report}
-    exact = (report["code_mismatches"] == 0 and report["prediction_agreement"] == 1.0
-             and report["illegal_patterns"] == 0)
-    report["exact"] = exact
+    if fault is not None:
+        report["injected_fault"] = fault
+    exact = is_exact(report)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -104,11 +104,18 @@ class ExpGIF(SpikingNeuron):
         return self.delta64 * self.book.pre
 
     # ---- firing -------------------------------------------------------------------------
-    def fire(self, membrane: torch.Tensor) -> torch.Tensor:
-        """Spike trains (T x ..., values in {0, 1}, or {-1, 0, 1} when signed) for a membrane."""
+    def fire(self, membrane: torch.Tensor, form: str | None = None) -> torch.Tensor:
+        """Spike trains (T x ..., values in {0, 1}, or {-1, 0, 1} when signed) for a membrane.
+
+        ``form`` overrides the neuron's own firing form (`ge2mst.verify` fires every membrane with
+        both forms and compares them).
+        """
+        form = self.form if form is None else form
+        if form not in FORMS:
+            raise ConfigError(f"form must be one of {FORMS}, got {form!r}")
         v = membrane.to(torch.float64)
         mag = v.abs() if self.signed else v
-        if self.form == "search":
+        if form == "search":
             spikes = self._fire_search(mag)
         else:
             spikes = self._fire_sequential(mag)

@@ -115,6 +115,7 @@ def _quantize_float32(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed
         last = values.numel() - 1
         cell = (mag * scale).clamp_(0, last).to(torch.int32)  # truncation = floor on [0, last]
         cell += mag >= edges[cell + 1]  # the cell, or the one below it: one exact comparison
+        cell.clamp_(max=last)  # +inf reaches the last edge (+inf) too: it stays in the top cell
     if signed:  # negative inputs read a second table, -values (0 - 0 = +0, as the integer path)
         cell += (x < 0).to(torch.int32) * values.numel()
         values = torch.cat([values, 0.0 - values])

@@ -17,7 +17,7 @@ from .data import load_dataset, normalize
 from .energy import EVENT_CLASSES, count_operations
 from .models import create_model
 from .train import TrainConfig, accuracy, train
-from .verify import verify
+from .verify import is_exact, verify
 
 
 def run_quickstart(args) -> dict:
@@ -55,8 +55,7 @@ def run_quickstart(args) -> dict:
                   f"{torch.get_num_threads()} threads)",
         "ann_accuracy_float32": ann_acc,
         "history": history, "verify": check, "energy": energy,
-        "exact": check["code_mismatches"] == 0 and check["prediction_agreement"] == 1.0
-        and check["illegal_patterns"] == 0,
+        "exact": is_exact(check),
         "files": {"checkpoint": str(ckpt), "report": str(out / "report.json")},
     }
     plot = _plot(report, out / "report.png")

@@ -38,7 +38,7 @@ from .errors import CheckpointError, ConfigError
 from .models import create_model
 from .quant import QCFSQuant, quantizers
 from .train import TrainConfig, Trainer, accuracy
-from .verify import verify
+from .verify import is_exact, verify
 
 STATE = "trainer.pt"
 METRICS = ("epoch", "loss", "train_accuracy", "test_accuracy", "p", "lr", "seconds")
@@ -272,7 +272,7 @@ def _run(args, rank: int, size: int, device: torch.device) -> dict:
                                        "with T only: see benchmarks/vanilla_if.py"}
     check = verify(final, batches, step_mode="collapsed")
     return {**report, "ann_accuracy": check.get("ann_accuracy"), "snn_accuracy": check.get("snn_accuracy"),
-            "exact": check["code_mismatches"] == 0 and check["prediction_agreement"] == 1.0}
+            "exact": is_exact(check), "exactness_failures": check["exactness_failures"]}
 
 
 def _save(t: Trainer, record: dict, run: dict, out: Path, cfg: TrainConfig, writer) -> None:
