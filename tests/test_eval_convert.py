@@ -108,6 +108,26 @@ def test_eval_table_and_single_modes(capsys, cache_dir):
 
 @needs_cifar
 @pytest.mark.cifar
+def test_eval_collapsed_step_mode_gives_the_event_mode_results(capsys, cache_dir):
+    base = ["eval", "--checkpoint", EXPG, "--data", CIFAR, "--data-dir", cache_dir, "--limit", "32",
+            "--json", "--dtype", "float32"]
+    reports = {}
+    for mode in ("event", "collapsed"):
+        code, out, _ = run(capsys, *base, "--step-mode", mode)
+        assert code == 0
+        reports[mode] = json.loads(out)
+        assert reports[mode]["step_mode"] == mode
+    event, collapsed = reports["event"], reports["collapsed"]
+    assert collapsed["snn"]["top1"] == collapsed["ann"]["top1"] == event["snn"]["top1"]
+    assert collapsed["agreement"] == 1.0
+    assert collapsed["snn"]["energy"]["sops"] == event["snn"]["energy"]["sops"] > 0  # same spikes
+    code, out, err = run(capsys, "eval", "--checkpoint", QCFS, "--data", CIFAR, "--data-dir",
+                         cache_dir, "--limit", "8", "--step-mode", "collapsed")
+    assert_one_line_error(code, out, err, "event step mode")
+
+
+@needs_cifar
+@pytest.mark.cifar
 def test_eval_qcfs_checkpoint_runs_vanilla_if(capsys, cache_dir):
     code, out, _ = run(capsys, "eval", "--checkpoint", QCFS, "--data", CIFAR, "--data-dir",
                        cache_dir, "--limit", "32", "--json")

@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeat); default: repeat for QCFS models, else once")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                    help="arithmetic of both modes (float64: the exact comparison)")
+    p.add_argument("--step-mode", choices=("event", "collapsed"), default="event",
+                   help="spiking network layer by layer over T steps of spike trains (event), "
+                        "or with the synapses summed over time in one pass (collapsed: same "
+                        "spikes and outputs; ExpG models only)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="45nm-fp32",
                    help="energy per accumulate / per MAC (default: 45nm-fp32)")
     p.add_argument("--no-energy", dest="energy", action="store_false",
@@ -264,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "export it (default: off)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast; "
                    "float16 with loss scaling on GPUs without bfloat16)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward and backward (the first steps "
+                        "compile for a minute or two; needs a C++ compiler on a CPU)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
                    help="do not write TensorBoard logs (written when tensorboard is installed)")
@@ -454,7 +461,8 @@ def cmd_eval(args) -> int:
         model, batches, header = prepare_run(args)
         mode = args.mode or "both"
     report = evaluate(model, batches, mode=mode, form=args.form, encoding=args.encoding,
-                      dtype=args.dtype, preset=args.preset, energy=args.energy)
+                      dtype=args.dtype, preset=args.preset, energy=args.energy,
+                      step_mode=args.step_mode)
     report = {**header, **report}
     if args.out:
         from .checkpoint import atomic_write_bytes

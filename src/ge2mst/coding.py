@@ -26,6 +26,10 @@ import torch
 
 from .errors import ConfigError
 
+#: code books are built on the host, whatever default device is in force (``with
+#: torch.device("meta"):`` model construction included), and copied per device by `CodeBook.on`
+_HOST = torch.device("cpu")
+
 
 def check_time_groups(T: object, G: object) -> tuple[int, int]:
     """Validate the number of time steps ``T`` and of temporal groups ``G``; return them as ints."""
@@ -56,11 +60,40 @@ class CodeBook:
         codes = sorted(set(codes))
         if codes[0] != 0 or len(codes) < 2:
             raise ConfigError("a code book needs the code 0 and at least one positive code")
-        self.codes = torch.tensor(codes, dtype=torch.int64)
+        self.codes = torch.tensor(codes, dtype=torch.int64, device=_HOST)
         self.n_max = int(codes[-1])
         # Midpoints of adjacent codes; exact in float64 (half-integers far below 2**53).
         c = self.codes.to(torch.float64)
         self.mids = (c[:-1] + c[1:]) / 2
+        self._copies: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def on(self, name: str, device: torch.device | str) -> torch.Tensor:
+        """The table ``name`` (``codes``, ``mids``, ``grid_codes``, ...) on ``device``.
+
+        Copies are made once per device and reused, so that a model on a GPU never meets a CPU
+        table and never uploads one per call. A copy is made again if the table itself has been
+        replaced (code books are immutable in use; `ge2mst.conversion_faults` replaces tables).
+        """
+        source = self.grid_codes if name == "grid_codes" else getattr(self, name)
+        device = torch.device(device)
+        if source.device == device:
+            return source
+        key = (name, device)
+        hit = self._copies.get(key)
+        if hit is None or hit[0] is not source:
+            hit = self._copies[key] = (source, source.to(device))
+        return hit[1]
+
+    @property
+    def grid_codes(self) -> torch.Tensor:
+        """Code of every point k / 2 (k = 0 .. 2 n_max + 1) of the half-integer grid: the last
+        code whose boundary lies at or below it (ties go up)."""
+        mids = self.mids
+        cached = getattr(self, "_grid", None)
+        if cached is None or cached[0] is not mids:
+            half = torch.arange(2 * self.n_max + 2, dtype=torch.float64, device=_HOST) / 2
+            cached = self._grid = (mids, self.codes[torch.searchsorted(mids, half, right=True)])
+        return cached[1]
 
     @property
     def num_levels(self) -> int:
@@ -87,14 +120,15 @@ class ExpGCodeBook(CodeBook):
     def __init__(self, T: int, G: int) -> None:
         T, G = check_time_groups(T, G)
         self.T, self.G, self.m = T, G, T // G
-        self.beta = torch.tensor([2 ** (T - 1 - t) for t in range(T)], dtype=torch.int64)
-        self.group_of_step = torch.arange(T) // self.m
+        self.beta = torch.tensor([2 ** (T - 1 - t) for t in range(T)], dtype=torch.int64,
+                                 device=_HOST)
+        self.group_of_step = torch.arange(T, device=_HOST) // self.m
         patterns = _legal_patterns(T, G)
         codes = [sum(int(b) * s for b, s in zip(self.beta.tolist(), p, strict=True)) for p in patterns]
         order = sorted(range(len(codes)), key=codes.__getitem__)
         super().__init__([codes[i] for i in order])
         #: M x T table of the legal patterns, row j is the pattern of ``codes[j]``.
-        self.patterns = torch.tensor([patterns[i] for i in order], dtype=torch.int8)
+        self.patterns = torch.tensor([patterns[i] for i in order], dtype=torch.int8, device=_HOST)
         # Form B (sequential IF): the pre-firing threshold of step t, in code units, is the
         # midpoint between beta_t and the largest code reachable without firing at t (a later
         # step of the same group, then the first step of every later group).
@@ -106,7 +140,7 @@ class ExpGCodeBook(CodeBook):
             first_group_after = t // self.m + 1
             rest += sum(2 ** (T - 1 - g * self.m) for g in range(first_group_after, G))
             pre.append((2 ** (T - 1 - t) + rest) / 2)
-        self.pre = torch.tensor(pre, dtype=torch.float64)
+        self.pre = torch.tensor(pre, dtype=torch.float64, device=_HOST)
 
     def describe(self) -> str:
         return f"T={self.T}, G={self.G}, M={self.num_levels}, n_max={self.n_max}"
@@ -115,7 +149,7 @@ class ExpGCodeBook(CodeBook):
         """Integer code of spike trains ``spikes`` (T first); ternary spikes give signed codes."""
         if spikes.shape[0] != self.T:
             raise ConfigError(f"expected {self.T} time steps first, got shape {tuple(spikes.shape)}")
-        beta = self.beta.to(spikes.device).view(-1, *([1] * (spikes.dim() - 1)))
+        beta = self.on("beta", spikes.device).view(-1, *([1] * (spikes.dim() - 1)))
         return (spikes.to(torch.int64) * beta).sum(0)
 
     def illegal_mask(self, spikes: torch.Tensor) -> torch.Tensor:

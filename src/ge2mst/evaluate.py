@@ -96,7 +96,8 @@ def _scores(logits: torch.Tensor, labels: torch.Tensor | None, seconds: float) -
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], *,
              mode: str = "both", form: str = "search", encoding: str | None = None,
-             dtype: str = "float64", preset: str = "45nm-fp32", energy: bool = True) -> dict:
+             dtype: str = "float64", preset: str = "45nm-fp32", energy: bool = True,
+             step_mode: str = "event") -> dict:
     """Evaluate ``model`` (ANN mode) and/or its spiking network on ``batches``.
 
     Args:
@@ -111,6 +112,9 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             ``"float32"``.
         preset: energy preset of the operation counts.
         energy: count the spiking network's operations and energy (a second pass over the images).
+        step_mode: how the spiking network runs: ``"event"`` (layer by layer over T steps of
+            spike trains) or ``"collapsed"`` (synapses summed over time in one pass; the neurons
+            still emit their spike trains). Same outputs; the energy counts are the same too.
 
     Returns:
         a JSON-serialisable dict: ``images``, ``num_classes``, ``method``, ``mode``, ``T``,
@@ -158,13 +162,15 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             neuron = "LIF (trained through time)"
         else:
             if is_snn:
-                snn = base.set_step_mode("event")
+                snn = base.set_step_mode(step_mode)
                 form = getattr(model, "description", {}).get("conversion", {}).get("form", form)
             else:
-                snn = convert(base, form=form, encoding=encoding or default_encoding(method))
+                snn = convert(base, form=form, encoding=encoding or default_encoding(method),
+                              step_mode=step_mode)
             report["T"], report["groups"] = snn.T, time_groups(snn)
             neuron = ", ".join(sorted({type(n).__name__ for _, n in snn.neurons()}))
             report["form"], report["encoding"] = form, snn.encoding
+            report["step_mode"] = step_mode
         snn_logits, seconds = _run(snn, batches, tdtype)
         report["snn"] = {**_scores(snn_logits, labels, seconds), "neuron": neuron}
         if energy:
@@ -176,7 +182,9 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             else:
                 from .energy import count_operations
 
-                counts = count_operations(snn, [x.to(tdtype) for x, _ in batches], preset=preset)
+                # counted on the event-level network: the same spikes, every synaptic event seen
+                counts = count_operations(snn.set_step_mode("event"),
+                                          [x.to(tdtype) for x, _ in batches], preset=preset)
             e = {k: counts[k] for k in ENERGY_KEYS if k in counts}
             # firing_rate of the counters is spikes per neuron per inference
             e["spikes_per_neuron"] = e.pop("firing_rate", None)

@@ -50,10 +50,9 @@ def fold_batchnorm(layer: nn.Conv2d | nn.Linear, bn: nn.modules.batchnorm._Batch
         )
     with torch.no_grad():
         w64 = layer.weight.detach().to(torch.float64)
-        gamma = bn.weight.detach().to(torch.float64) if bn.affine else torch.ones(out_features,
-                                                                                   dtype=torch.float64)
-        beta = bn.bias.detach().to(torch.float64) if bn.affine else torch.zeros(out_features,
-                                                                                 dtype=torch.float64)
+        like = dict(dtype=torch.float64, device=w64.device)
+        gamma = bn.weight.detach().to(torch.float64) if bn.affine else torch.ones(out_features, **like)
+        beta = bn.bias.detach().to(torch.float64) if bn.affine else torch.zeros(out_features, **like)
         scale = gamma / torch.sqrt(bn.running_var.detach().to(torch.float64) + bn.eps)
         bias = layer.bias.detach().to(torch.float64) if layer.bias is not None else torch.zeros_like(scale)
         new_bias = (bias - bn.running_mean.detach().to(torch.float64)) * scale + beta

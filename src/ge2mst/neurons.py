@@ -97,11 +97,11 @@ class ExpGIF(SpikingNeuron):
 
     def thresholds(self) -> torch.Tensor:
         """Post-firing thresholds theta_t = delta * 2**(T-1-t), float64, largest first."""
-        return self.delta64 * self.book.beta.to(torch.float64)
+        return self.delta64 * self.book.on("beta", self.lam.device).to(torch.float64)
 
     def pre_thresholds(self) -> torch.Tensor:
         """Pre-firing thresholds of form B, float64."""
-        return self.delta64 * self.book.pre
+        return self.delta64 * self.book.on("pre", self.lam.device)
 
     # ---- firing -------------------------------------------------------------------------
     def fire(self, membrane: torch.Tensor, form: str | None = None) -> torch.Tensor:
@@ -125,9 +125,9 @@ class ExpGIF(SpikingNeuron):
 
     def _fire_search(self, v: torch.Tensor) -> torch.Tensor:
         book = self.book
-        bounds = (self.delta64 * book.mids).to(v.device).contiguous()
+        bounds = (self.delta64.to(v.device) * book.on("mids", v.device)).contiguous()
         idx = torch.searchsorted(bounds, v.contiguous(), right=True)
-        pattern = book.patterns.to(v.device)[idx]  # ... x T
+        pattern = book.on("patterns", v.device)[idx]  # ... x T
         return pattern.movedim(-1, 0)
 
     def _fire_sequential(self, v: torch.Tensor) -> torch.Tensor:

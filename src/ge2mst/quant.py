@@ -41,12 +41,13 @@ def quantize_codes(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: b
     ``j* = #{j : b_j <= |x|}``: a binary search over the sorted boundaries, ties going up.
     NaN inputs give code 0 here; callers that care check for NaN first.
     """
-    delta = level_spacing(lam, book.n_max)
-    bounds = (delta * book.mids.to(x.device)).contiguous()
+    device = x.device
+    delta = level_spacing(lam.to(device), book.n_max)
+    bounds = (delta * book.on("mids", device)).contiguous()
     xd = x.detach().to(torch.float64)
     mag = xd.abs() if signed else xd
     idx = torch.searchsorted(bounds, mag.contiguous(), right=True)
-    codes = book.codes.to(x.device)[idx]
+    codes = book.on("codes", device)[idx]
     if signed:
         codes = codes * torch.sign(xd).to(torch.int64)
     return codes
@@ -54,7 +55,7 @@ def quantize_codes(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: b
 
 def codes_to_values(codes: torch.Tensor, lam: torch.Tensor, n_max: int, dtype: torch.dtype) -> torch.Tensor:
     """delta * code, computed exactly in float64 and rounded once to ``dtype``."""
-    return (level_spacing(lam, n_max) * codes.to(torch.float64)).to(dtype)
+    return (level_spacing(lam.to(codes.device), n_max) * codes.to(torch.float64)).to(dtype)
 
 
 def _round_up_to_float32(values: torch.Tensor) -> torch.Tensor:
@@ -65,26 +66,25 @@ def _round_up_to_float32(values: torch.Tensor) -> torch.Tensor:
     return torch.where(below, torch.nextafter(f32, torch.full_like(f32, math.inf)), f32)
 
 
-def _grid_tables(lam: torch.Tensor, book: CodeBook, device: torch.device):
+def _grid_tables(delta: torch.Tensor, book: CodeBook, device: torch.device):
     """Tables of the float32 fast path on the half-integer grid ``k / 2`` (k = 0 .. 2 n_max + 2).
 
     Every boundary ``delta * mid`` lies on the grid ``delta * k / 2``. ``edges[k]`` is grid point
     k rounded up to float32 (the last one ``+inf``, so that a cell never leaves the table), and
     ``values[k]`` is the float32 output ``delta * code`` for magnitudes in
-    ``[delta k / 2, delta (k + 1) / 2)`` (the code of the last midpoint <= k / 2).
+    ``[delta k / 2, delta (k + 1) / 2)`` (the code of the last midpoint <= k / 2). ``scale`` is
+    2 / delta in float32, four ulps low, as a 0-dim tensor: |x| * scale (rounded) stays below the
+    true cell coordinate, never above, and less than one below it (it is at most 2 n_max + 2 <
+    2**18). Everything is made on ``device`` from the 0-dim ``delta``: no host synchronisation.
     """
-    delta = level_spacing(lam, book.n_max)
-    half = torch.arange(2 * book.n_max + 3, dtype=torch.float64) / 2
+    half = torch.arange(2 * book.n_max + 3, dtype=torch.float64, device=device) / 2
     edges = _round_up_to_float32(delta * half)
     edges[-1] = math.inf
-    codes = book.codes[torch.searchsorted(book.mids, half[:-1], right=True)]
-    values = (delta * codes.to(torch.float64)).to(torch.float32)
-    # 2 / delta in float32, four ulps low: |x| * scale (rounded) stays below the true cell
-    # coordinate, never above, and less than one below it (it is at most 2 n_max + 2 < 2**10)
-    scale = torch.tensor(2.0 / float(delta), dtype=torch.float32)
+    values = (delta * book.on("grid_codes", device).to(torch.float64)).to(torch.float32)
+    scale = (2.0 / delta).to(torch.float32)
     for _ in range(4):
         scale = torch.nextafter(scale, torch.zeros_like(scale))
-    return edges.to(device), values.to(device), float(scale)
+    return edges, values, scale
 
 
 #: Code books of at most this many levels use a float32 binary search instead of the grid.
@@ -99,30 +99,29 @@ def _quantize_float32(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed
     ``x``, ``x >= b`` exactly when ``x >= round_up(b)``). Larger ones: ``|x| * 2 / delta``, with
     the scale rounded low and truncated, is the grid cell of ``|x|`` or the one below it (relative
     error < 2**-21 on at most 2**(T+1) + 2 cells); one exact comparison with the next float32
-    edge moves it into the cell, where a table gives the output. NaN stays NaN.
+    edge moves it into the cell, where a table gives the output. NaN stays NaN, +-inf gives the
+    clip. Every table lives on ``x``'s device, and nothing here waits for the device.
     """
-    has_nan = bool(torch.isnan(x).any())
+    device = x.device
+    nan = torch.isnan(x)
     mag = x.abs() if signed else x
-    if has_nan:
-        mag = torch.nan_to_num(mag, nan=0.0)
+    delta = level_spacing(lam.to(device), book.n_max)
     if book.num_levels <= SEARCH_LEVELS:
-        delta = level_spacing(lam, book.n_max)
-        bounds = _round_up_to_float32(delta * book.mids).to(x.device)
-        values = (delta * book.codes.to(torch.float64)).to(torch.float32).to(x.device)
+        bounds = _round_up_to_float32(delta * book.on("mids", device))
+        values = (delta * book.on("codes", device).to(torch.float64)).to(torch.float32)
         cell = torch.bucketize(mag, bounds, right=True, out_int32=True)
     else:
-        edges, values, scale = _grid_tables(lam, book, x.device)
+        edges, values, scale = _grid_tables(delta, book, device)
         last = values.numel() - 1
-        cell = (mag * scale).clamp_(0, last).to(torch.int32)  # truncation = floor on [0, last]
+        # truncation = floor on [0, last]; a NaN input (or a NaN lambda, after a diverged step)
+        # reads cell 0 instead of an undefined index, and the output is NaN all the same
+        cell = torch.nan_to_num(mag * scale, nan=0.0).clamp_(0, last).to(torch.int32)
         cell += mag >= edges[cell + 1]  # the cell, or the one below it: one exact comparison
         cell.clamp_(max=last)  # +inf reaches the last edge (+inf) too: it stays in the top cell
     if signed:  # negative inputs read a second table, -values (0 - 0 = +0, as the integer path)
         cell += (x < 0).to(torch.int32) * values.numel()
         values = torch.cat([values, 0.0 - values])
-    out = values[cell]
-    if has_nan:
-        out = torch.where(torch.isnan(x), x, out)
-    return out
+    return torch.where(nan, x, values[cell])
 
 
 class _Quantize(torch.autograd.Function):
@@ -203,7 +202,8 @@ class Quantizer(nn.Module):
             return x if self.signed else torch.relu(x)
         if x.dtype in (torch.float16, torch.bfloat16):
             # mixed-precision training: the levels are chosen in float32, never in 8-11 bits
-            with torch.autocast(x.device.type, enabled=False):
+            kind = x.device.type if torch.amp.is_autocast_available(x.device.type) else "cpu"
+            with torch.autocast(kind, enabled=False):
                 return self.forward(x.float())
         lam = self.lam
         q = quantize(x, lam, self.book, self.signed)

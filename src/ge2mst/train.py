@@ -125,6 +125,10 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+#: training steps between two looks of the host at the device (progress bar, non-finite loss)
+SYNC_EVERY = 25
+
+
 class Trainer:
     """The training loop, resumable to the step: ``state_dict`` holds everything a resumed run
     needs (weights, optimizer, EMA, loss scaler, the data-order / augmentation generator,
@@ -136,15 +140,19 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 cfg: TrainConfig, device: torch.device | str | None = None) -> None:
+                 cfg: TrainConfig, device: torch.device | str | None = None,
+                 compile: bool = False) -> None:
         if images.shape[0] != labels.shape[0]:
             raise ConfigError(f"{images.shape[0]} images but {labels.shape[0]} labels")
         self.rank, self.world = world()
         if cfg.batch_size < self.world:
             raise ConfigError(f"batch_size {cfg.batch_size} is smaller than the {self.world} "
                               "processes that share each batch")
-        self.model, self.cfg = model, cfg
+        self.cfg = cfg
         self.net = model.module if hasattr(model, "module") else model  # without the DDP wrapper
+        # torch.compile wraps the forward only; weights, optimizer and checkpoints use the plain
+        # module (its state_dict keys stay those of the model)
+        self.model = torch.compile(model) if compile else model
         self.device = torch.device(device) if device is not None else _device_of(self.net)
         if self.device.type == "cuda":  # a data set that fits stays on the GPU: no copies
             images, labels = images.to(self.device), labels.to(self.device)
@@ -220,7 +228,11 @@ class Trainer:
         n = self.images.shape[0]
         model.train()
         order = torch.randperm(n, generator=self.gen)
-        loss_sum = correct = 0.0
+        # running sums stay on the device: a step never waits for it; the host looks only every
+        # SYNC_EVERY steps (progress bar, non-finite loss) and at the end of the epoch
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
         for i in range(0, n, cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
             x, target, y = self._batch(idx)
@@ -239,8 +251,6 @@ class Trainer:
             # sum over this rank's slice / global batch size x world: DDP's gradient average is
             # then the global batch's mean gradient; with one process it is the plain mean
             loss = losses.sum() * (self.world / len(idx))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {float(loss)} at epoch {self.epoch + 1}")
             opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -254,15 +264,23 @@ class Trainer:
                         q.lam.clamp_(min=1e-3)  # lambda stays positive
             if self.ema is not None:
                 self.ema.update(self.net, self.step)
-            loss_sum += float(losses.detach().sum())
-            correct += float((out.argmax(1) == y).sum())
+            with torch.no_grad():
+                finite &= torch.isfinite(loss)
+                loss_sum += losses.detach().sum()
+                correct += (out.argmax(1) == y).sum()
             self.step += 1
             fault_point("step", self.step)
+            last = i + cfg.batch_size >= n
+            if self.step % SYNC_EVERY == 0 or last:
+                if not bool(finite):
+                    raise FloatingPointError(f"the loss became non-finite (NaN or inf) at epoch "
+                                             f"{self.epoch + 1}, before step {self.step}")
+                if bar is not None:
+                    bar.set_postfix(epoch=self.epoch + 1,
+                                    loss=f"{float(losses.detach().mean()):.3f}", p=f"{p:.2f}")
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(epoch=self.epoch + 1, loss=f"{float(losses.detach().mean()):.3f}",
-                                p=f"{p:.2f}")
-        loss_sum, correct = _all_sum([loss_sum, correct], self.device)
+        loss_sum, correct = _all_sum([float(loss_sum), float(correct)], self.device)
         self.epoch += 1
         p = mixing_fraction(self.step, self.total, cfg.ramp_end)
         if self.ema is not None:

@@ -230,7 +230,8 @@ def _run(args, rank: int, size: int, device: torch.device) -> dict:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    trainer = Trainer(net, x_train, train_set.labels, cfg, device=device)
+    trainer = Trainer(net, x_train, train_set.labels, cfg, device=device,
+                      compile=getattr(args, "compile", False))
     if args.resume:
         trainer.load_state_dict(state["trainer"])
     writer = _tensorboard(out, rank == 0 and args.tensorboard, trainer.step)

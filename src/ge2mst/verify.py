@@ -310,7 +310,7 @@ class _Stats:
         if v is None:
             return
         mag = v.abs() if neuron.signed else v
-        bounds = (neuron.delta64 * neuron.book.mids).to(v.device)
+        bounds = neuron.delta64.to(v.device) * neuron.book.on("mids", v.device)
         idx = torch.searchsorted(bounds, mag.contiguous())
         lo = bounds[(idx - 1).clamp_min(0)]
         hi = bounds[idx.clamp_max(bounds.numel() - 1)]
