@@ -56,13 +56,13 @@ def test_every_registered_model_trains_on_meta(name, p):
     assert all(lam.grad is not None for lam in lams)
 
 
-@pytest.mark.parametrize("quantizer,T,G", [("expg", 2, 1), ("expg", 2, 2), ("expg", 8, 4),
+@pytest.mark.parametrize("search_levels", [0, 10_000])
+@pytest.mark.parametrize("quantizer,T,G", [("expg", 2, 1), ("expg", 4, 2), ("expg", 8, 4),
                                            ("qcfs", 8, 1)])
-def test_both_float32_quantizer_paths_train_on_meta(quantizer, T, G):
-    """Code books of at most four levels take the binary search, larger ones the grid."""
+def test_both_float32_quantizer_paths_train_on_meta(monkeypatch, quantizer, T, G, search_levels):
+    """The grid (default) and the binary search over the boundaries (``SEARCH_LEVELS``)."""
+    monkeypatch.setattr(quant, "SEARCH_LEVELS", search_levels)
     model = create_model("ge2mst_cnn_tiny", T=T, G=G, quantizer=quantizer).to(META)
-    books = {q.book.num_levels for _, q in quantizers(model)}
-    assert (min(books) <= quant.SEARCH_LEVELS) == (T == 2 and quantizer == "expg")
     assert any(isinstance(q, QCFSQuant) for _, q in quantizers(model)) == (quantizer == "qcfs")
     _train_step_on_meta(model, 32, 10)
 

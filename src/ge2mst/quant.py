@@ -66,62 +66,46 @@ def _round_up_to_float32(values: torch.Tensor) -> torch.Tensor:
     return torch.where(below, torch.nextafter(f32, torch.full_like(f32, math.inf)), f32)
 
 
-def _grid_tables(delta: torch.Tensor, book: CodeBook, device: torch.device):
-    """Tables of the float32 fast path on the half-integer grid ``k / 2`` (k = 0 .. 2 n_max + 2).
-
-    Every boundary ``delta * mid`` lies on the grid ``delta * k / 2``. ``edges[k]`` is grid point
-    k rounded up to float32 (the last one ``+inf``, so that a cell never leaves the table), and
-    ``values[k]`` is the float32 output ``delta * code`` for magnitudes in
-    ``[delta k / 2, delta (k + 1) / 2)`` (the code of the last midpoint <= k / 2). ``scale`` is
-    2 / delta in float32, four ulps low, as a 0-dim tensor: |x| * scale (rounded) stays below the
-    true cell coordinate, never above, and less than one below it (it is at most 2 n_max + 2 <
-    2**18). Everything is made on ``device`` from the 0-dim ``delta``: no host synchronisation.
-    """
-    half = torch.arange(2 * book.n_max + 3, dtype=torch.float64, device=device) / 2
-    edges = _round_up_to_float32(delta * half)
-    edges[-1] = math.inf
-    values = (delta * book.on("grid_codes", device).to(torch.float64)).to(torch.float32)
-    scale = (2.0 / delta).to(torch.float32)
-    for _ in range(4):
-        scale = torch.nextafter(scale, torch.zeros_like(scale))
-    return edges, values, scale
+def _grid_values(delta: torch.Tensor, book: CodeBook, device: torch.device) -> torch.Tensor:
+    """float32 output ``delta * code`` of every cell ``[delta k / 2, delta (k + 1) / 2)`` of the
+    half-integer grid, k = 0 .. 2 n_max + 1 (the code of the last boundary <= k / 2), made on
+    ``device`` from the 0-dim ``delta`` there: no host synchronisation."""
+    return (delta * book.on("grid_codes", device).to(torch.float64)).to(torch.float32)
 
 
 #: Code books of at most this many levels use a float32 binary search instead of the grid.
-SEARCH_LEVELS = 4
+SEARCH_LEVELS = 0
 
 
 def _quantize_float32(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: bool) -> torch.Tensor:
     """``codes_to_values(quantize_codes(x, ...), ..., float32)`` for float32 ``x``, bit for bit,
-    without float64 arithmetic on the tensor and in time independent of the code book's size.
+    in a few vectorised passes whose cost does not depend on the code book's size.
 
-    Small code books: a binary search over the boundaries rounded up to float32 (for a float32
-    ``x``, ``x >= b`` exactly when ``x >= round_up(b)``). Larger ones: ``|x| * 2 / delta``, with
-    the scale rounded low and truncated, is the grid cell of ``|x|`` or the one below it (relative
-    error < 2**-21 on at most 2**(T+1) + 2 cells); one exact comparison with the next float32
-    edge moves it into the cell, where a table gives the output. NaN stays NaN, +-inf gives the
-    clip. Every table lives on ``x``'s device, and nothing here waits for the device.
+    Every boundary ``delta * mid`` lies on the grid ``delta * k / 2``, so the grid cell of ``|x|``
+    decides its code: ``k = floor(|x| / (delta / 2))``, the quotient taken in float64. That is
+    exact: ``|x|`` and ``delta`` carry 24 significant bits and ``k < 2**18``, so an exact
+    quotient that is not a whole number lies more than 2**-49 (relative) from every whole number,
+    far beyond float64's rounding (2**-53), and a whole one is computed exactly. A table of the
+    2 n_max + 2 cells then gives the float32 output. No boolean mask and no ``where`` (slow on
+    CPUs): NaN stays NaN by adding ``0 * clip(x)``, +-inf gives the clip, -0 and ternary zeros
+    come out as +0 like the integer path. (``SEARCH_LEVELS``: code books that small take a
+    binary search over the boundaries rounded up to float32 instead; 0 by default.)
     """
     device = x.device
-    nan = torch.isnan(x)
     mag = x.abs() if signed else x
     delta = level_spacing(lam.to(device), book.n_max)
     if book.num_levels <= SEARCH_LEVELS:
         bounds = _round_up_to_float32(delta * book.on("mids", device))
         values = (delta * book.on("codes", device).to(torch.float64)).to(torch.float32)
-        cell = torch.bucketize(mag, bounds, right=True, out_int32=True)
+        cell = torch.bucketize(torch.nan_to_num(mag, nan=0.0), bounds, right=True, out_int32=True)
     else:
-        edges, values, scale = _grid_tables(delta, book, device)
-        last = values.numel() - 1
-        # truncation = floor on [0, last]; a NaN input (or a NaN lambda, after a diverged step)
-        # reads cell 0 instead of an undefined index, and the output is NaN all the same
-        cell = torch.nan_to_num(mag * scale, nan=0.0).clamp_(0, last).to(torch.int32)
-        cell += mag >= edges[cell + 1]  # the cell, or the one below it: one exact comparison
-        cell.clamp_(max=last)  # +inf reaches the last edge (+inf) too: it stays in the top cell
-    if signed:  # negative inputs read a second table, -values (0 - 0 = +0, as the integer path)
-        cell += (x < 0).to(torch.int32) * values.numel()
-        values = torch.cat([values, 0.0 - values])
-    return torch.where(nan, x, values[cell])
+        values = _grid_values(delta, book, device)
+        quotient = torch.nan_to_num(mag.to(torch.float64) / (delta / 2), nan=0.0)
+        cell = quotient.clamp_(0, values.numel() - 1).to(torch.int32)  # truncation = floor here
+    out = values.index_select(0, cell.reshape(-1)).view(x.shape)
+    if signed:  # sign(x) * value, then + (+0 or NaN): a ternary zero is +0, NaN stays NaN
+        return out * torch.sign(x) + mag.clamp(max=1.0) * 0.0
+    return out + x.clamp(-1.0, 1.0) * 0.0  # + (-0, +0 or NaN)
 
 
 class _Quantize(torch.autograd.Function):
@@ -140,15 +124,19 @@ class _Quantize(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, lam, out = ctx.saved_tensors
         lam_v = lam.to(x.dtype)
-        inside = x.abs() <= lam_v if ctx.signed else (x >= 0) & (x <= lam_v)
-        grad_in = torch.where(inside, grad_out, 0.0)
+        low = -lam_v if ctx.signed else torch.zeros_like(lam_v)
+        clipped = torch.clamp(x, min=low, max=lam_v)
+        inside = (clipped == x).to(grad_out.dtype)  # 1 on [low, lambda], 0 elsewhere (and NaN)
+        grad_in = grad_out * inside
         grad_lam = None
         if ctx.needs_input_grad[1]:  # sum over the regions of grad_out * dQ/dlambda
-            gsum = torch.dot(grad_in.reshape(-1), (out - x).reshape(-1)) / lam_v
-            gsum = gsum + torch.where(x > lam_v, grad_out, 0.0).sum()
-            if ctx.signed:
-                gsum = gsum - torch.where(x < -lam_v, grad_out, 0.0).sum()
-            grad_lam = gsum.reshape(lam.shape).to(lam.dtype)
+            # dQ/dlambda: (Q - x) / lambda inside, +1 above lambda, -1 below -lambda (signed), else 0
+            outside = (x - clipped).sign()
+            if not ctx.signed:
+                outside = outside.clamp(min=0.0)
+            per_element = (out - x) * inside / lam_v + outside
+            grad_lam = torch.dot(grad_out.reshape(-1), per_element.reshape(-1))
+            grad_lam = grad_lam.reshape(lam.shape).to(lam.dtype)
         return grad_in if ctx.needs_input_grad[0] else None, grad_lam, None, None
 
 
