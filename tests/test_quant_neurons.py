@@ -306,3 +306,25 @@ def test_float32_fast_path_is_bit_identical_on_real_cifar_activations(cache_dir,
         compared += inp.numel()
     assert compared > 1_000_000
     assert paths == {search_levels > 0}  # the path the parametrisation means to exercise
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tg=st.sampled_from(VALID_TG), signed=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.float64]),
+       lam=st.floats(min_value=0.0009765625, max_value=1024.0, allow_nan=False,
+                     allow_infinity=False, width=32),
+       values=st.lists(st.floats(allow_nan=False, allow_infinity=True, width=32), max_size=48))
+def test_collapsed_neuron_without_recording_decodes_what_its_spikes_say(tg, signed, dtype, lam,
+                                                                        values):
+    """The collapsed neuron's fast path (Q(V) by the quantizer's kernel, spikes not materialised)
+    gives the very bits of decoding the spikes it emits when recording, at every boundary."""
+    T, G = tg
+    neuron = ExpGIF(T, G, lam, signed=signed)
+    neuron.step_mode = "collapsed"
+    x = _inputs(neuron.book, lam, values, signed).to(dtype)
+    fast = neuron(x)
+    assert neuron.last_spikes is None  # the fast path fired no pattern table
+    neuron.record = True
+    recorded = neuron(x)
+    assert neuron.last_spikes is not None and fast.dtype == recorded.dtype == dtype
+    assert torch.equal(fast, recorded) and torch.equal(torch.signbit(fast), torch.signbit(recorded))

@@ -55,14 +55,37 @@ def dense_macs(layer: nn.Module, out_shape: torch.Size) -> int:
     return layer.in_features * layer.out_features
 
 
+_REACH: dict[tuple, torch.Tensor] = {}
+
+
+def _reach(layer: nn.Conv2d, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """How many output positions each input position of an ``height`` x ``width`` map feeds
+    through ``layer``'s window (zero padding, stride and dilation included): the gradient of the
+    summed output of an all-ones kernel, made once per geometry and kept."""
+    key = (layer.kernel_size, layer.stride, layer.padding, layer.dilation, height, width, device)
+    hit = _REACH.get(key)
+    if hit is None:
+        with torch.enable_grad():
+            probe = torch.ones((1, 1, height, width), dtype=torch.float64, device=device,
+                               requires_grad=True)
+            ones = torch.ones((1, 1, *layer.kernel_size), dtype=torch.float64, device=device)
+            nn.functional.conv2d(probe, ones, None, layer.stride, layer.padding,
+                                 layer.dilation).sum().backward()
+        hit = _REACH[key] = probe.grad[0, 0].detach()
+    return hit
+
+
 def event_sops(layer: nn.Module, counts: torch.Tensor) -> torch.Tensor:
-    """Accumulates caused by ``counts`` input events per position (B x ...), per sample."""
+    """Accumulates caused by ``counts`` input events per position (B x ...), per sample.
+
+    A convolution event at input position (c, h, w) reaches out_channels / groups output channels
+    at every output position whose window holds (h, w): the count map summed over channels,
+    weighted by the reach of each position (exact integer sums in float64), times that."""
     if isinstance(layer, nn.Conv2d):
-        ones = torch.ones((layer.out_channels, layer.in_channels // layer.groups,
-                           *layer.kernel_size), dtype=torch.float64, device=counts.device)
-        reached = nn.functional.conv2d(counts.to(torch.float64), ones, None, layer.stride,
-                                       layer.padding, layer.dilation, layer.groups)
-        return reached.flatten(1).sum(1)
+        height, width = counts.shape[-2:]
+        per_position = counts.to(torch.float64).sum(1)  # B x H x W
+        reach = _reach(layer, height, width, counts.device)
+        return (per_position * reach).flatten(1).sum(1) * (layer.out_channels // layer.groups)
     return counts.to(torch.float64).flatten(1).sum(1) * layer.out_features
 
 
@@ -73,23 +96,19 @@ def spike_pair_coincidences(cq: torch.Tensor, ck: torch.Tensor) -> torch.Tensor:
 
 def classify_input(x: torch.Tensor) -> str:
     """Class of a T x B x ... input of a weight layer (see the module docstring); ``"silent"``
-    when it carries nothing at all."""
-    magnitudes = set()
-    signed = False
-    for t in range(x.shape[0]):
-        nz = x[t][x[t] != 0]
-        if nz.numel() == 0:
-            continue
-        mag = nz.abs()
-        if not bool((mag == mag[0]).all()):
-            return _integers_or_real(x)
-        magnitudes.add(float(mag[0]))
-        signed = signed or bool((nz < 0).any())
-    if not magnitudes:
+    when it carries nothing at all. Every step is looked at at once: a step is a spike step when
+    its smallest nonzero magnitude equals its largest."""
+    mag = x.detach().abs().reshape(x.shape[0], -1)
+    largest = mag.amax(1)
+    active = largest > 0
+    if not bool(active.any()):
         return "silent"
-    if len(magnitudes) > 1:
+    smallest = mag.masked_fill(mag == 0, float("inf")).amin(1)
+    if bool((smallest[active] != largest[active]).any()):
+        return _integers_or_real(x)
+    if len(set(largest[active].tolist())) > 1:
         return "weighted spikes"
-    return "ternary spikes" if signed else "binary spikes"
+    return "ternary spikes" if bool((x < 0).any()) else "binary spikes"
 
 
 def _integers_or_real(x: torch.Tensor) -> str:
@@ -119,6 +138,126 @@ def neuron_updates(neuron: nn.Module, spikes: torch.Tensor) -> dict:
     return {"adds": (T - 1) * n, "comparisons": int(comparisons), "resets": int(count.sum())}
 
 
+class OperationCounter:
+    """Counts operations while ``snn`` (event mode) runs: call it like the network.
+
+    ``counter(images)`` runs the network once, recording, and returns its logits; the counts of
+    every call add up, and `report` gives them per image. `count_operations` is the one-shot form;
+    ``ge2mst eval`` counts during its own timed pass of the spiking network, so that counting
+    costs only what it adds to that pass. Call `close` (or use it as a context manager) to remove
+    the hooks.
+    """
+
+    def __init__(self, snn: SpikingNetwork, preset: str = "45nm-fp32") -> None:
+        if preset not in PRESETS:
+            raise ConfigError(f"energy preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        if snn.step_mode != "event":
+            raise ConfigError("operations are counted on the event-mode network (step_mode='event')")
+        self.snn, self.preset = snn, preset
+        self.rows: dict[str, dict] = {}
+        self.neuron_rows: dict[str, dict] = {}
+        self.images = 0
+        synapses = {n: m for n, m in snn.body.named_modules() if isinstance(m, Synapse)}
+        self.attention = {n: m for n, m in snn.body.named_modules() if hasattr(m, "last_ops")}
+        self.neuron_list = list(snn.neurons())
+        caps = {getattr(n, "G", n.T) for _, n in self.neuron_list}
+        self.cap = max(caps) if caps else snn.T
+        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in synapses.items()]
+
+    @staticmethod
+    def _new_row(name: str, kind: str | None) -> dict:
+        return {"name": name, "input": kind, "sops": 0.0, "macs": 0.0, "sops_upper_bound": 0.0,
+                "ann_macs": 0}
+
+    def _hook(self, name: str):
+        def fn(module, args, output):
+            x = args[0]
+            row = self.rows.setdefault(name, self._new_row(name, "silent"))
+            kind = module.input_kind or classify_input(x)
+            if CLASS_ORDER.index(kind) > CLASS_ORDER.index(row["input"]):
+                row["input"] = kind
+            per_sample_out = output.shape[2:]
+            row["ann_macs"] = dense_macs(module.layer, per_sample_out)
+            if row["input"] in ("silent", *EVENT_CLASSES):
+                counts = (x != 0).sum(0)
+                row["sops"] += float(event_sops(module.layer, counts).sum())
+                if not row["sops_upper_bound"]:  # the same for every batch: the architecture's
+                    full = torch.full_like(counts[:1], self.cap)
+                    row["sops_upper_bound"] = float(event_sops(module.layer, full)[0])
+            elif bool((x != 0).any()):
+                row["macs"] += dense_macs(module.layer, per_sample_out) * x.shape[1]
+        return fn
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.snn(images, record=True)
+        self.images += images.shape[0]
+        for name, module in self.attention.items():
+            ops = module.last_ops
+            row = self.rows.setdefault(name, self._new_row(name, "spike pairs"))
+            row["sops"] += (ops["qk_coincidences"] + ops["av_coincidences"]) * ops["images"]
+            row["sops_upper_bound"] = ops["coincidences_upper_bound"]
+            row["ann_macs"] = ops["ann_macs"]
+        for name, neuron in self.neuron_list:
+            s = neuron.last_spikes
+            ncap = getattr(neuron, "G", neuron.T)
+            row = self.neuron_rows.setdefault(name, {
+                "name": name, "spikes": neuron.spike_class, "neurons": s[0][0].numel(),
+                "cap": ncap, "spike_total": 0, "at_cap": 0, "histogram": [0] * (ncap + 1),
+                "adds": 0, "comparisons": 0, "resets": 0, "count": 0})
+            count = s.abs().to(torch.int64).sum(0)
+            row["spike_total"] += int(count.sum())
+            row["count"] += count.numel()
+            row["at_cap"] += int((count >= ncap).sum())
+            hist = torch.bincount(count.flatten().clamp_max(ncap), minlength=ncap + 1)
+            row["histogram"] = [a + int(b) for a, b in zip(row["histogram"], hist, strict=True)]
+            for key, value in neuron_updates(neuron, s).items():
+                row[key] += value
+        return out
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        self.snn.set_recording(False)
+
+    def __enter__(self) -> OperationCounter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def report(self) -> dict:
+        """Totals per image, ``per_layer`` and ``neurons`` rows: see `count_operations`."""
+        if self.images == 0:
+            raise ConfigError("count_operations needs at least one image")
+        snn, images = self.snn, self.images
+        order = {name: i for i, (name, _) in enumerate(snn.body.named_modules())}
+
+        def position(row: dict) -> float:  # network order; attention products just before proj
+            if row["input"] == "spike pairs":
+                return order.get(f"{row['name']}.proj", order[row["name"]]) - 0.5
+            return order[row["name"]]
+
+        per_layer = [{"name": r["name"], "input": r["input"], "sops": r["sops"] / images,
+                      "macs": r["macs"] / images, "ann_macs": r["ann_macs"],
+                      "sops_upper_bound": r["sops_upper_bound"]}
+                     for r in sorted(self.rows.values(), key=position)]
+        neurons_out = []
+        for r in self.neuron_rows.values():
+            neurons_out.append({
+                "name": r["name"], "spikes": r["spikes"], "neurons": r["neurons"], "cap": r["cap"],
+                "mean_spikes": r["spike_total"] / r["count"],
+                "firing_rate": r["spike_total"] / (r["count"] * r["cap"]),
+                "fraction_at_cap": r["at_cap"] / r["count"],
+                "histogram": [h / r["count"] for h in r["histogram"]],
+                "adds": r["adds"] / images, "comparisons": r["comparisons"] / images,
+                "resets": r["resets"] / images, "spikes_per_image": r["spike_total"] / images})
+        max_spikes = max((max(i for i, h in enumerate(r["histogram"]) if h > 0)
+                          for r in neurons_out), default=0)
+        return summarize(per_layer, neurons_out, images, self.preset, max_spikes)
+
+
 @torch.no_grad()
 def count_operations(snn: SpikingNetwork, batches: Iterable[torch.Tensor],
                      preset: str = "45nm-fp32") -> dict:
@@ -131,97 +270,10 @@ def count_operations(snn: SpikingNetwork, batches: Iterable[torch.Tensor],
     ann_macs) and ``neurons`` rows (name, spike class, neurons, mean spikes, firing rate, fraction
     at the cap, histogram, adds, comparisons). The totals are the sums of the rows.
     """
-    if preset not in PRESETS:
-        raise ConfigError(f"energy preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    if snn.step_mode != "event":
-        raise ConfigError("operations are counted on the event-mode network (step_mode='event')")
-    rows: dict[str, dict] = {}
-    synapses = {n: m for n, m in snn.body.named_modules() if isinstance(m, Synapse)}
-    attention = {n: m for n, m in snn.body.named_modules() if hasattr(m, "last_ops")}
-    neuron_list = list(snn.neurons())
-    caps = {getattr(n, "G", n.T) for _, n in neuron_list}
-    cap = max(caps) if caps else snn.T
-    images = 0
-
-    def new_row(name: str, kind: str | None) -> dict:
-        return {"name": name, "input": kind, "sops": 0.0, "macs": 0.0, "sops_upper_bound": 0.0,
-                "ann_macs": 0}
-
-    def hook(name):
-        def fn(module, args, output):
-            x = args[0]
-            row = rows.setdefault(name, new_row(name, "silent"))
-            kind = module.input_kind or classify_input(x)
-            if CLASS_ORDER.index(kind) > CLASS_ORDER.index(row["input"]):
-                row["input"] = kind
-            per_sample_out = output.shape[2:]
-            row["ann_macs"] = dense_macs(module.layer, per_sample_out)
-            if row["input"] in ("silent", *EVENT_CLASSES):
-                counts = (x != 0).sum(0)
-                row["sops"] += float(event_sops(module.layer, counts).sum())
-                full = torch.full_like(counts[:1], cap)
-                row["sops_upper_bound"] = float(event_sops(module.layer, full)[0])
-            elif bool((x != 0).any()):
-                row["macs"] += dense_macs(module.layer, per_sample_out) * x.shape[1]
-        return fn
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in synapses.items()]
-    neuron_rows: dict[str, dict] = {}
-    try:
+    with OperationCounter(snn, preset) as counter:
         for x in batches:
-            snn(x, record=True)
-            images += x.shape[0]
-            for name, module in attention.items():
-                ops = module.last_ops
-                row = rows.setdefault(name, new_row(name, "spike pairs"))
-                row["sops"] += (ops["qk_coincidences"] + ops["av_coincidences"]) * ops["images"]
-                row["sops_upper_bound"] = ops["coincidences_upper_bound"]
-                row["ann_macs"] = ops["ann_macs"]
-            for name, neuron in neuron_list:
-                s = neuron.last_spikes
-                ncap = getattr(neuron, "G", neuron.T)
-                row = neuron_rows.setdefault(name, {
-                    "name": name, "spikes": neuron.spike_class, "neurons": s[0][0].numel(),
-                    "cap": ncap, "spike_total": 0, "at_cap": 0, "histogram": [0] * (ncap + 1),
-                    "adds": 0, "comparisons": 0, "resets": 0, "count": 0})
-                count = s.abs().to(torch.int64).sum(0)
-                row["spike_total"] += int(count.sum())
-                row["count"] += count.numel()
-                row["at_cap"] += int((count >= ncap).sum())
-                hist = torch.bincount(count.flatten().clamp_max(ncap), minlength=ncap + 1)
-                row["histogram"] = [a + int(b) for a, b in zip(row["histogram"], hist, strict=True)]
-                for key, value in neuron_updates(neuron, s).items():
-                    row[key] += value
-    finally:
-        for h in handles:
-            h.remove()
-        snn.set_recording(False)
-    if images == 0:
-        raise ConfigError("count_operations needs at least one image")
-    order = {name: i for i, (name, _) in enumerate(snn.body.named_modules())}
-
-    def position(row: dict) -> float:  # network order; attention products just before proj
-        if row["input"] == "spike pairs":
-            return order.get(f"{row['name']}.proj", order[row["name"]]) - 0.5
-        return order[row["name"]]
-
-    per_layer = [{"name": r["name"], "input": r["input"], "sops": r["sops"] / images,
-                  "macs": r["macs"] / images, "ann_macs": r["ann_macs"],
-                  "sops_upper_bound": r["sops_upper_bound"]}
-                 for r in sorted(rows.values(), key=position)]
-    neurons_out = []
-    for r in neuron_rows.values():
-        neurons_out.append({
-            "name": r["name"], "spikes": r["spikes"], "neurons": r["neurons"], "cap": r["cap"],
-            "mean_spikes": r["spike_total"] / r["count"],
-            "firing_rate": r["spike_total"] / (r["count"] * r["cap"]),
-            "fraction_at_cap": r["at_cap"] / r["count"],
-            "histogram": [h / r["count"] for h in r["histogram"]],
-            "adds": r["adds"] / images, "comparisons": r["comparisons"] / images,
-            "resets": r["resets"] / images, "spikes_per_image": r["spike_total"] / images})
-    max_spikes = max((max(i for i, h in enumerate(r["histogram"]) if h > 0) for r in neurons_out),
-                     default=0)
-    return summarize(per_layer, neurons_out, images, preset, max_spikes)
+            counter(x)
+        return counter.report()
 
 
 def summarize(per_layer: list[dict], neurons_out: list[dict], images: int, preset: str,
@@ -336,6 +388,6 @@ def plot_report(report: dict, path, title: str = "") -> None:
     plt.close(fig)
 
 
-__all__ = ["EVENT_CLASSES", "PRESETS", "classify_input", "count_operations", "dense_macs",
-           "event_sops", "neuron_updates", "plot_report", "spike_pair_coincidences", "stage_of",
+__all__ = ["OperationCounter", "EVENT_CLASSES", "PRESETS", "classify_input", "count_operations",
+           "dense_macs", "event_sops", "neuron_updates", "plot_report", "spike_pair_coincidences", "stage_of",
            "to_markdown"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -60,9 +60,11 @@ def default_encoding(method: str) -> str:
     return "repeat" if method == "qcfs" else "once"
 
 
-def _run(net: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
+def _run(net: Callable[[torch.Tensor], torch.Tensor],
+         batches: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
          dtype: torch.dtype) -> tuple[torch.Tensor, float]:
-    """Logits of ``net`` on every batch (concatenated, float64 on the CPU) and the seconds taken."""
+    """Logits of ``net`` (a network, or an `OperationCounter` around one) on every batch
+    (concatenated, float64 on the CPU) and the seconds taken."""
     outs = []
     start = time.perf_counter()
     for images, _ in batches:
@@ -171,15 +173,26 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             neuron = ", ".join(sorted({type(n).__name__ for _, n in snn.neurons()}))
             report["form"], report["encoding"] = form, snn.encoding
             report["step_mode"] = step_mode
-        snn_logits, seconds = _run(snn, batches, tdtype)
+        counts = None
+        if energy and method != "stbp" and step_mode == "event":
+            from .energy import OperationCounter
+
+            # one timed pass that also counts: images/s then include the counting
+            with OperationCounter(snn, preset) as counter:
+                snn_logits, seconds = _run(counter, batches, tdtype)
+                counts = counter.report()
+        else:
+            snn_logits, seconds = _run(snn, batches, tdtype)
         report["snn"] = {**_scores(snn_logits, labels, seconds), "neuron": neuron}
+        if counts is not None:
+            report["snn"]["images_per_s_includes"] = "operation and energy counting"
         if energy:
             if method == "stbp":
                 from .baselines.counting import count_stbp_operations
 
                 counts = count_stbp_operations(snn, [x.to(tdtype) for x, _ in batches],
                                                preset=preset)
-            else:
+            elif counts is None:
                 from .energy import count_operations
 
                 # counted on the event-level network: the same spikes, every synaptic event seen

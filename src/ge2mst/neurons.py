@@ -21,6 +21,7 @@ from torch import nn
 
 from .coding import ExpGCodeBook, check_time_groups, expg_codebook, level_spacing
 from .errors import ConfigError, InputError
+from .quant import quantized_values
 
 STEP_MODES = ("event", "collapsed")
 FORMS = ("search", "sequential")
@@ -195,6 +196,13 @@ class ExpGIF(SpikingNeuron):
         return spikes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.step_mode == "collapsed" and not self.record and self.form == "search"
+                and not self.online):
+            # nobody looks at the spike trains: the value they decode to, Q(V), straight from the
+            # membrane with the quantizer's kernel (the form-A query without materialising the
+            # pattern table; bit-identical to decode(fire(V)), tested)
+            self._check_input(x)
+            return quantized_values(x.detach(), self.lam, self.book, self.signed)
         spikes = self.spike(x)
         if self.step_mode == "collapsed":
             return self.decode(spikes, x.dtype)

@@ -108,14 +108,20 @@ def _quantize_float32(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed
     return out + x.clamp(-1.0, 1.0) * 0.0  # + (-0, +0 or NaN)
 
 
+def quantized_values(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: bool) -> torch.Tensor:
+    """Q(x) = delta * code in ``x``'s dtype, without gradients: what the quantizer outputs, and
+    what an ExpG-IF neuron decodes from the spikes it emits for the membrane ``x`` (the collapsed
+    spiking network uses it when nobody records the spikes). NaN stays NaN."""
+    if x.dtype == torch.float32:
+        return _quantize_float32(x, lam, book, signed)
+    out = codes_to_values(quantize_codes(x, lam, book, signed), lam, book.n_max, x.dtype)
+    return torch.where(torch.isnan(x), x, out)
+
+
 class _Quantize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, lam, book, signed):  # noqa: D401 - autograd signature
-        if x.dtype == torch.float32:
-            out = _quantize_float32(x, lam, book, signed)
-        else:
-            out = codes_to_values(quantize_codes(x, lam, book, signed), lam, book.n_max, x.dtype)
-            out = torch.where(torch.isnan(x), x, out)
+        out = quantized_values(x, lam, book, signed)
         ctx.signed = signed
         ctx.save_for_backward(x, lam, out)
         return out
