@@ -328,3 +328,31 @@ def test_collapsed_neuron_without_recording_decodes_what_its_spikes_say(tg, sign
     recorded = neuron(x)
     assert neuron.last_spikes is not None and fast.dtype == recorded.dtype == dtype
     assert torch.equal(fast, recorded) and torch.equal(torch.signbit(fast), torch.signbit(recorded))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tg=st.sampled_from(VALID_TG), signed=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.float64]),
+       lam=st.floats(min_value=0.0009765625, max_value=1024.0, allow_nan=False,
+                     allow_infinity=False, width=32),
+       values=st.lists(st.floats(allow_nan=False, allow_infinity=True, width=32), max_size=48),
+       seed=st.integers(0, 1000))
+def test_event_neuron_without_recording_emits_what_the_recording_path_emits(tg, signed, dtype, lam,
+                                                                           values, seed):
+    """Event mode's fast path (code by the form-A query, its bits written out as theta_t * s_t)
+    gives the very bits of the recording path (pattern table, float64 spikes), membranes on and
+    one ulp either side of every boundary included."""
+    T, G = tg
+    neuron = ExpGIF(T, G, lam, signed=signed)
+    membranes = _inputs(neuron.book, lam, values, signed)
+    # spread each membrane over the T steps: the first step carries it, the others cancel out
+    noise = torch.randn((T - 1, membranes.numel()), generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64).round()
+    currents = torch.cat([(membranes - noise.sum(0)).unsqueeze(0), noise]).to(dtype)
+    currents = torch.nan_to_num(currents, nan=0.0)
+    fast = neuron(currents)
+    assert neuron.last_spikes is None  # the fast path fired no pattern table
+    neuron.record = True
+    recorded = neuron(currents)
+    assert fast.shape == recorded.shape == currents.shape and fast.dtype == dtype
+    assert torch.equal(fast, recorded) and torch.equal(torch.signbit(fast), torch.signbit(recorded))

@@ -21,7 +21,7 @@ from torch import nn
 
 from .coding import ExpGCodeBook, check_time_groups, expg_codebook, level_spacing
 from .errors import ConfigError, InputError
-from .quant import quantized_values
+from .quant import quantize_codes, quantized_values
 
 STEP_MODES = ("event", "collapsed")
 FORMS = ("search", "sequential")
@@ -203,11 +203,36 @@ class ExpGIF(SpikingNeuron):
             # pattern table; bit-identical to decode(fire(V)), tested)
             self._check_input(x)
             return quantized_values(x.detach(), self.lam, self.book, self.signed)
+        if self.step_mode == "event" and not self.record and self.form == "search" and not self.online:
+            self._check_input(x)
+            return self._weighted_spikes(x)
         spikes = self.spike(x)
         if self.step_mode == "collapsed":
             return self.decode(spikes, x.dtype)
         theta = self.thresholds().to(x.device).view(-1, *([1] * (x.dim() - 1)))
         return (spikes.to(torch.float64) * theta).to(x.dtype)
+
+    def _weighted_spikes(self, currents: torch.Tensor) -> torch.Tensor:
+        """Event mode when nobody records: the form-A query (code of the whole-window membrane by
+        binary search over the boundaries) and its legal pattern written out step by step as
+        theta_t * s_t, s_t the bits of the code, largest step first, in the currents' dtype,
+        without the pattern table or float64 spike tensors (bit-identical to the recording path,
+        tested)."""
+        membrane = torch.sum(currents.detach(), 0, dtype=torch.float64)
+        codes = quantize_codes(membrane, self.lam, self.book, self.signed)
+        dtype = currents.dtype
+        remaining = codes.abs().to(dtype)  # whole numbers below 2**16: exact in float32
+        sign = torch.sign(codes).to(dtype) if self.signed else None
+        theta = self.thresholds().to(dtype)  # delta * 2**k: exact in float32 too
+        out = torch.empty_like(currents)
+        for t in range(self.T):
+            weight = float(2 ** (self.T - 1 - t))
+            bit = torch.floor(remaining / weight)  # 0 or 1: the larger steps are already taken
+            remaining = remaining - bit * weight
+            if sign is not None:
+                bit = bit * sign + 0.0  # a ternary spike, +0 where silent
+            torch.mul(bit, theta[t], out=out[t])
+        return out
 
     def extra_repr(self) -> str:
         return (f"T={self.T}, G={self.G}, lam={float(self.lam):.4g}, signed={self.signed}, "
