@@ -73,8 +73,33 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _SpikingJellySpikformer(torch.nn.Module):
+    """SpikingJelly 2.0's own ``spikformer_cifar10`` (multi-step LIF, the image repeated over T),
+    built as its library builds it; logits are the mean over the T steps, and the neurons'
+    state is reset before every forward (one independent batch per call)."""
+
+    def __init__(self, T: int) -> None:
+        super().__init__()
+        from spikingjelly.activation_based import functional
+        from spikingjelly.activation_based.model.spikformer import spikformer_cifar10
+
+        self.net, self._reset = spikformer_cifar10(T=T, num_classes=10), functional.reset_net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._reset(self.net)
+        return self.net(x).mean(0)
+
+
+#: networks built outside ge2mst (training step only); need SpikingJelly 2.0 (and h5py, which its
+#: package imports)
+EXTERNAL = {"SpikingJelly 2.0 spikformer_cifar10": _SpikingJellySpikformer}
+
+
 def _build(label: str, T: int):
     from ge2mst import create_model
+
+    if label in EXTERNAL:
+        return EXTERNAL[label](T)
 
     name, kwargs = NETWORKS.get(label, (label, {}))  # a label above, or a registered model name
     kwargs = dict(kwargs, T=T)
