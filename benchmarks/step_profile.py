@@ -1,0 +1,102 @@
+"""Where a Ge2mS-T training step goes on this CPU: achieved GFLOP/s against the machine's matmul
+GFLOP/s, and a profile table by kind of work.
+
+    python benchmarks/step_profile.py --model ge2mst_cifar_base
+
+The floating-point operations of one AdamW step (batch 16 of CIFAR-10 training JPEGs, T = 4,
+G = 2, p = 1) are three times those of the forward pass that ``torch.utils.flop_counter`` counts
+(matrix products and convolutions; a backward costs twice its forward: the usual convention, used
+because FlopCounterMode's count of ``convolution_backward`` over-counts grouped convolutions); the
+step time is the median of ``--steps`` steps after two warm-ups; the machine's limit is the median
+GFLOP/s of float32 ``torch.mm`` on 2048 x 2048 matrices. The profile lists the operators with the
+largest self CPU time over three steps, and the same step with every quantizer bypassed (ReLU /
+identity) says what the quantizers cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+HERE = Path(__file__).resolve().parent
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def main() -> None:
+    from ge2mst.data import load_dataset, normalize
+    from ge2mst.models import create_model
+    from ge2mst.quant import quantizers
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/cifar10-jpg.tar.gz"))
+    parser.add_argument("--model", default="ge2mst_cifar_base")
+    parser.add_argument("--steps", type=int, default=7)
+    args = parser.parse_args()
+    data = load_dataset(args.data, split="train", limit=16, seed=0)
+    mean, std = data.channel_stats()
+    x, y = normalize(data.images, mean, std), data.labels
+    torch.manual_seed(0)
+    model = create_model(args.model, num_classes=10, T=4, G=2).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    flops = 3 * counter.get_total_flops()  # forward, and a backward of twice its cost
+    step()
+    seconds = _median_step(step, args.steps)
+    limit = matmul_gflops()
+    with torch.profiler.profile() as prof:
+        for _ in range(3):
+            step()
+    events = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    whole = sum(t for _, t in events)
+    for _, q in quantizers(model):  # ablation: the quantizers as plain ReLU / identity
+        q.bypass = True
+    bypassed = _median_step(step, args.steps)
+    print(f"device: {platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"model {args.model}, batch 16, T = 4, G = 2\n")
+    print("| step (s) | GFLOP per step (3 x forward) | achieved GFLOP/s | float32 mm 2048² GFLOP/s | "
+          "fraction of the limit | step with the quantizers as ReLU (s) |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {seconds:.3f} | {flops / 1e9:.1f} | {flops / seconds / 1e9:.1f} | {limit:.1f} | "
+          f"{flops / seconds / 1e9 / limit:.0%} | {bypassed:.3f} |\n")
+    print("| operator | share of the step's self CPU time |")
+    print("|---|---|")
+    for name, value in sorted(events, key=lambda kv: -kv[1])[:12]:
+        print(f"| {name} | {value / whole:.1%} |")
+
+
+def _median_step(step, steps: int) -> float:
+    step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+if __name__ == "__main__":
+    main()
