@@ -339,9 +339,9 @@ def test_collapsed_neuron_without_recording_decodes_what_its_spikes_say(tg, sign
        seed=st.integers(0, 1000))
 def test_event_neuron_without_recording_emits_what_the_recording_path_emits(tg, signed, dtype, lam,
                                                                            values, seed):
-    """Event mode's fast path (code by the form-A query, its bits written out as theta_t * s_t)
-    gives the very bits of the recording path (pattern table, float64 spikes), membranes on and
-    one ulp either side of every boundary included."""
+    """Event mode's form A (code by binary search, its digits written out as theta_t * s_t) gives
+    the very bits of firing through the pattern table and weighting in float64, records those
+    spikes and the membrane, membranes on and one ulp either side of every boundary included."""
     T, G = tg
     neuron = ExpGIF(T, G, lam, signed=signed)
     membranes = _inputs(neuron.book, lam, values, signed)
@@ -351,8 +351,14 @@ def test_event_neuron_without_recording_emits_what_the_recording_path_emits(tg, 
     currents = torch.cat([(membranes - noise.sum(0)).unsqueeze(0), noise]).to(dtype)
     currents = torch.nan_to_num(currents, nan=0.0)
     fast = neuron(currents)
-    assert neuron.last_spikes is None  # the fast path fired no pattern table
+    assert neuron.last_spikes is None  # nothing recorded
     neuron.record = True
-    recorded = neuron(currents)
-    assert fast.shape == recorded.shape == currents.shape and fast.dtype == dtype
-    assert torch.equal(fast, recorded) and torch.equal(torch.signbit(fast), torch.signbit(recorded))
+    assert torch.equal(neuron(currents), fast)  # recording changes nothing in the output
+    # firing through the pattern table (form A as `fire` does it) and weighting in float64
+    table = neuron.fire(currents.to(torch.float64).sum(0))
+    assert torch.equal(neuron.last_spikes, table.to(torch.int8))
+    assert torch.equal(neuron.last_membrane, currents.to(torch.float64).sum(0))
+    theta = neuron.thresholds().view(-1, 1)
+    reference = (table.to(torch.float64) * theta).to(dtype)
+    assert fast.shape == reference.shape == currents.shape and fast.dtype == dtype
+    assert torch.equal(fast, reference) and torch.equal(torch.signbit(fast), torch.signbit(reference))

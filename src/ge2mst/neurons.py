@@ -203,7 +203,7 @@ class ExpGIF(SpikingNeuron):
             # pattern table; bit-identical to decode(fire(V)), tested)
             self._check_input(x)
             return quantized_values(x.detach(), self.lam, self.book, self.signed)
-        if self.step_mode == "event" and not self.record and self.form == "search" and not self.online:
+        if self.step_mode == "event" and self.form == "search" and not self.online:
             self._check_input(x)
             return self._weighted_spikes(x)
         spikes = self.spike(x)
@@ -213,11 +213,11 @@ class ExpGIF(SpikingNeuron):
         return (spikes.to(torch.float64) * theta).to(x.dtype)
 
     def _weighted_spikes(self, currents: torch.Tensor) -> torch.Tensor:
-        """Event mode when nobody records: the form-A query (code of the whole-window membrane by
-        binary search over the boundaries) and its legal pattern written out step by step as
-        theta_t * s_t, s_t the bits of the code, largest step first, in the currents' dtype,
-        without the pattern table or float64 spike tensors (bit-identical to the recording path,
-        tested)."""
+        """Event mode, form A: the code of the whole-window membrane by binary search over the
+        boundaries, and its legal pattern written out step by step as theta_t * s_t, s_t the
+        digits of the code in the step weights beta_t (largest first), in the currents' dtype,
+        without the pattern table or float64 spike tensors. Recording keeps the int8 spikes and
+        the float64 membrane. Bit-identical to firing through the pattern table (tested)."""
         membrane = torch.sum(currents.detach(), 0, dtype=torch.float64)
         codes = quantize_codes(membrane, self.lam, self.book, self.signed)
         dtype = currents.dtype
@@ -225,13 +225,17 @@ class ExpGIF(SpikingNeuron):
         sign = torch.sign(codes).to(dtype) if self.signed else None
         theta = self.thresholds().to(dtype)  # delta * 2**k: exact in float32 too
         out = torch.empty_like(currents)
-        for t in range(self.T):
-            weight = float(2 ** (self.T - 1 - t))
+        spikes = [] if self.record else None
+        for t, weight in enumerate(self.book.beta.tolist()):
             bit = torch.floor(remaining / weight)  # 0 or 1: the larger steps are already taken
             remaining = remaining - bit * weight
             if sign is not None:
                 bit = bit * sign + 0.0  # a ternary spike, +0 where silent
             torch.mul(bit, theta[t], out=out[t])
+            if spikes is not None:
+                spikes.append(bit.to(torch.int8))
+        if spikes is not None:
+            self._remember(torch.stack(spikes), membrane)
         return out
 
     def extra_repr(self) -> str:
