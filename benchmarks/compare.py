@@ -184,6 +184,37 @@ def worker_infer(args) -> dict:
     return {"ms_per_image": 1e3 * statistics.median(times) / x.shape[0], **{k: report[k] for k in keys}}
 
 
+def train_worker(data: str, network: str, T: int, steps: int, batch: int = 16,
+                 compile: bool = False) -> dict:
+    """One training-cost measurement (`worker_train`) in a fresh process: its JSON result."""
+    cmd = [sys.executable, __file__, "--worker", "train", "--network", network, "--T", str(T),
+           "--data", data, "--batch", str(batch), "--steps", str(steps)]
+    done = subprocess.run(cmd + (["--compile"] if compile else []), capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{network} T={T} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_rounds(data: str, settings: list[tuple], rounds: int, steps: int) -> dict:
+    """``settings``: (key, network, T, compile) tuples, each measured by `train_worker` once per
+    round, the rounds interleaved; returns key -> the list of results."""
+    runs: dict = {}
+    for round_ in range(rounds):
+        for key, network, T, compiled in settings:
+            r = train_worker(data, network, T, steps, compile=compiled)
+            runs.setdefault(key, []).append(r)
+            print(f"round {round_ + 1} {key}: {r}", file=sys.stderr, flush=True)
+    return runs
+
+
+def median_of(results: list[dict], field: str) -> float:
+    return statistics.median(r[field] for r in results)
+
+
+def device_line() -> str:
+    return f"device: {platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
 def _spawn(args, network: str, mode: str, T: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, "--network", network, "--T", str(T),
            "--data", args.data, "--batch", str(args.batch), "--steps", str(args.steps),

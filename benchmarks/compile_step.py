@@ -11,14 +11,9 @@ are measured in ``--rounds`` interleaved rounds and the median of the rounds is 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-import torch
+from compare import device_line, measure_rounds, median_of  # benchmarks/ is the script's folder
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,30 +25,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    runs: dict[tuple[str, bool], list[dict]] = {}
-    for round_ in range(args.rounds):
-        for model in args.models:
-            for compiled in (False, True):
-                cmd = [sys.executable, str(HERE / "compare.py"), "--worker", "train", "--network",
-                       model, "--T", "4", "--batch", "16", "--steps", str(args.steps), "--data",
-                       args.data] + (["--compile"] if compiled else [])
-                done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                r = json.loads(done.stdout.strip().splitlines()[-1])
-                runs.setdefault((model, compiled), []).append(r)
-                print(f"round {round_ + 1} {model} compile={compiled}: {r}", file=sys.stderr, flush=True)
-    print(f"device: {platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    settings = [((model, compiled), model, 4, compiled) for model in args.models
+                for compiled in (False, True)]
+    runs = measure_rounds(args.data, settings, args.rounds, args.steps)
+    print(device_line() + "\n")
     print("| model | params | mode | step (s) | peak added memory (MiB) | first (compiling) step (s) "
           "| rounds |")
     print("|---|---|---|---|---|---|---|")
     for (model, compiled), rs in runs.items():
-        step = statistics.median(r["step_s"] for r in rs)
-        peak = statistics.median(r["peak_mb"] for r in rs)
-        first = statistics.median(r["compile_step_s"] for r in rs) if compiled else None
+        first = f"{median_of(rs, 'compile_step_s'):.0f}" if compiled else ""
         rounds = ", ".join(f"{r['step_s']:.3f}" for r in rs)
-        mode = "compiled" if compiled else "eager"
-        first_s = "" if first is None else f"{first:.0f}"
-        print(f"| {model} | {rs[0]['params'] / 1e6:.2f} M | {mode} | {step:.3f} | {peak:.0f} | "
-              f"{first_s} | {rounds} |")
+        print(f"| {model} | {rs[0]['params'] / 1e6:.2f} M | {'compiled' if compiled else 'eager'} | "
+              f"{median_of(rs, 'step_s'):.3f} | {median_of(rs, 'peak_mb'):.0f} | {first} | {rounds} |")
 
 
 if __name__ == "__main__":
