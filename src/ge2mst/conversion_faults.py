@@ -11,8 +11,9 @@ undone when the block ends:
   ``right=False``). Only membranes lying exactly on a boundary are affected: real images almost
   never give one (``near_boundary`` counts how close they come).
 - ``reversed-weights``: the step weights run in reverse order, 2**(t-1) instead of 2**(T-t), in
-  the code book's weights and pattern table alike: code 10 (T = 4, G = 2) is sent as 0101. Codes
-  and logits stay equal; the spike trains are not those of the method.
+  the code book's weights and pattern table alike: the pattern table sends code 10 (T = 4,
+  G = 2) as 0101, and event mode, which writes a code out in the step weights, puts it whole
+  into the first step. Codes and logits stay equal; the spike trains are not those of the method.
 - ``lambda-drift``: the last ExpG-IF neuron of the converted network (before the classifier,
   where no later quantizer snaps the drift away) is given lambda * (1 + 1e-7).
 - ``no-refractoriness``: the sequential neuron (form B, ``--form sequential``) may fire twice
