@@ -83,7 +83,7 @@ def event_sops(layer: nn.Module, counts: torch.Tensor) -> torch.Tensor:
     weighted by the reach of each position (exact integer sums in float64), times that."""
     if isinstance(layer, nn.Conv2d):
         height, width = counts.shape[-2:]
-        per_position = counts.to(torch.float64).sum(1)  # B x H x W
+        per_position = counts.sum(1, dtype=torch.float64)  # B x H x W
         reach = _reach(layer, height, width, counts.device)
         return (per_position * reach).flatten(1).sum(1) * (layer.out_channels // layer.groups)
     return counts.to(torch.float64).flatten(1).sum(1) * layer.out_features
@@ -120,10 +120,12 @@ def _integers_or_real(x: torch.Tensor) -> str:
     return "real"
 
 
-def neuron_updates(neuron: nn.Module, spikes: torch.Tensor) -> dict:
-    """Additions, comparisons and spikes of one layer of neurons for one batch (totals)."""
+def neuron_updates(neuron: nn.Module, spikes: torch.Tensor, count: torch.Tensor | None = None) -> dict:
+    """Additions, comparisons and spikes of one layer of neurons for one batch (totals); ``count``:
+    the spikes per neuron when the caller has them already."""
     T = spikes.shape[0]
-    count = spikes.abs().to(torch.int64).sum(0)
+    if count is None:
+        count = spikes.abs().sum(0, dtype=torch.int64)
     n = count.numel()
     if isinstance(neuron, IFNeuron):
         return {"adds": T * n, "comparisons": T * n, "resets": int(count.sum())}
@@ -205,13 +207,13 @@ class OperationCounter:
                 "name": name, "spikes": neuron.spike_class, "neurons": s[0][0].numel(),
                 "cap": ncap, "spike_total": 0, "at_cap": 0, "histogram": [0] * (ncap + 1),
                 "adds": 0, "comparisons": 0, "resets": 0, "count": 0})
-            count = s.abs().to(torch.int64).sum(0)
+            count = s.abs().sum(0, dtype=torch.int64)
             row["spike_total"] += int(count.sum())
             row["count"] += count.numel()
             row["at_cap"] += int((count >= ncap).sum())
             hist = torch.bincount(count.flatten().clamp_max(ncap), minlength=ncap + 1)
             row["histogram"] = [a + int(b) for a, b in zip(row["histogram"], hist, strict=True)]
-            for key, value in neuron_updates(neuron, s).items():
+            for key, value in neuron_updates(neuron, s, count).items():
                 row[key] += value
         return out
 
