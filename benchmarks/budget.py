@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from ge2mst.checkpoint import portable_path
+
 HERE = Path(__file__).resolve().parent
 RUNS = {
     "Ge2mS-T tiny (progressive ExpG)": ["--model", "ge2mst_cifar_tiny", "--T", "4", "--groups", "2"],
@@ -56,7 +58,8 @@ def main() -> None:
         if done.returncode not in (0, 1):
             raise SystemExit(f"{label} failed:\n{done.stderr[-3000:]}")
         report = json.loads(done.stdout[done.stdout.index("{"):])
-        results["runs"][label] = {"command": " ".join(cmd[1:]), "seconds": seconds,
+        shown = [portable_path(part) if part in (args.data, str(out)) else part for part in cmd[1:]]
+        results["runs"][label] = {"command": " ".join(shown), "seconds": seconds,
                                   "ann_accuracy": report["ann_accuracy"],
                                   "snn_accuracy": report["snn_accuracy"], "exact": report["exact"],
                                   "last_epoch": report["last_epoch"]}

@@ -84,3 +84,16 @@ def test_failed_save_keeps_the_good_checkpoint(tmp_path, monkeypatch):
         save_checkpoint(path, create_model("ge2mst_cnn_tiny", in_chans=1, width=4))
     assert path.read_bytes() == good
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_no_absolute_machine_path_is_recorded(tmp_path, monkeypatch):
+    """An absolute --data path is written relative to the working directory; names stay."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "shared" / "cifar10-jpg.tar.gz"
+    save_checkpoint(tmp_path / "a.safetensors", create_model("ge2mst_cnn_tiny"), data=str(data))
+    recorded = json.loads((tmp_path / "a.json").read_text())["data"]
+    assert recorded == "shared/cifar10-jpg.tar.gz" and str(tmp_path) not in (tmp_path / "a.json").read_text()
+    _, config = load_checkpoint(tmp_path / "a.safetensors")
+    assert config["data"] == recorded
+    save_checkpoint(tmp_path / "b.safetensors", create_model("ge2mst_cnn_tiny"), data="digits")
+    assert json.loads((tmp_path / "b.json").read_text())["data"] == "digits"

@@ -54,6 +54,14 @@ def model_config(model: nn.Module, **extra) -> dict:
             **extra}
 
 
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` as it may be recorded in a file that travels: an absolute path is written relative
+    to the working directory (no machine's folders in a shipped checkpoint); names such as
+    ``digits`` stay as they are."""
+    text = os.fspath(path)
+    return os.path.relpath(text) if os.path.isabs(text) else text
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra) -> Path:
     """Save ``model``'s weights and config to ``path`` (``.safetensors``) and its ``.json``."""
     from safetensors.torch import save
@@ -61,6 +69,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra) -> Path:
     path = Path(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"checkpoint paths end in .safetensors, got {str(path)!r}")
+    if isinstance(extra.get("data"), str | os.PathLike):
+        extra["data"] = portable_path(extra["data"])
     config = model_config(model, **extra)
     text = json.dumps(config, indent=2, sort_keys=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
