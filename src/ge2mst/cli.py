@@ -138,12 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle-sample", type=_positive_int, default=None,
                    help="neurons per layer and batch that the independent oracle and the form "
                         "cross-check examine (default: 65536; every neuron with --strict)")
-    p.add_argument("--inject-fault", default=None, metavar="FAULT",
-                   choices=("floor", "ties-down", "reversed-weights", "lambda-drift",
-                            "no-refractoriness"),
+    from .conversion_faults import FAULTS
+
+    p.add_argument("--inject-fault", default=None, metavar="FAULT", choices=FAULTS,
                    help="break the conversion deliberately in one documented way, to see the "
-                        "checks catch it: floor, ties-down, reversed-weights, lambda-drift, "
-                        "no-refractoriness (with --form sequential)")
+                        f"checks catch it: {', '.join(FAULTS)} (the last with --form sequential)")
     p.add_argument("--strict", action="store_true",
                    help="the oracle examines every neuron, and the exit status is 1 unless the "
                         "run is exact (every check listed under exactness_failures passes)")

@@ -113,10 +113,12 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         dtype: arithmetic of both modes, ``"float64"`` (default, the exact comparison) or
             ``"float32"``.
         preset: energy preset of the operation counts.
-        energy: count the spiking network's operations and energy (a second pass over the images).
+        energy: count the spiking network's operations and energy (in event mode during the
+            timed pass, whose images/s then include the counting; in collapsed mode a second,
+            event-mode pass over the images).
         step_mode: how the spiking network runs: ``"event"`` (layer by layer over T steps of
-            spike trains) or ``"collapsed"`` (synapses summed over time in one pass; the neurons
-            still emit their spike trains). Same outputs; the energy counts are the same too.
+            spike trains) or ``"collapsed"`` (synapses summed over time in one pass). Same
+            outputs, and the same energy counts.
 
     Returns:
         a JSON-serialisable dict: ``images``, ``num_classes``, ``method``, ``mode``, ``T``,
