@@ -344,3 +344,26 @@ def test_convert_refuses_stbp_models(capsys, tmp_path):
     report = json.loads(out)
     assert code == 0 and report["method"] == "stbp" and "ann" not in report
     assert report["snn"]["energy"]["sops"] >= 0
+
+
+@needs_cifar
+@pytest.mark.cifar
+@pytest.mark.parametrize("checkpoint", [EXPG, ROOT / "checkpoints" / "ge2mst_cifar_tiny_effdim.safetensors"])
+def test_unrecorded_fast_paths_are_bit_identical_on_real_images(cache_dir, checkpoint):
+    """On 64 real CIFAR-10 images, element by element: the collapsed float32 spiking network run
+    without recording (each neuron decodes Q(V) with the quantizer's kernel) equals the
+    BatchNorm-folded ANN bit for bit, and the event-mode network gives the same logits with and
+    without recording its spike trains."""
+    from ge2mst.convert import fuse_batchnorm
+
+    model, _ = load_checkpoint(checkpoint)
+    model.eval()
+    x = cifar_images(cache_dir)
+    with torch.no_grad():
+        folded = fuse_batchnorm(model)(x)
+        collapsed = convert(model, step_mode="collapsed")
+        assert torch.equal(collapsed(x), folded)
+        event = convert(model.double())
+        quiet = event(x.double())
+        assert torch.equal(event(x.double(), record=True), quiet)
+        assert all(s is not None for s in event.spike_trains().values())
