@@ -1,11 +1,17 @@
 """Operation counts against hand-computed cases."""
 
+from pathlib import Path
+
 import pytest
 import torch
+from conftest import CIFAR, CIFAR_MISSING
 from torch import nn
 
 from ge2mst import ExpGQuant, QCFSQuant, calibrate, convert
-from ge2mst.energy import count_operations, dense_macs, event_sops
+from ge2mst.energy import OperationCounter, count_operations, dense_macs, event_sops
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_cifar = pytest.mark.skipif(not CIFAR.is_file(), reason=CIFAR_MISSING)
 
 
 def test_conv3x3_with_padding_on_a_known_spike_map():
@@ -208,3 +214,94 @@ def test_a_real_tensor_fed_into_a_middle_layer_is_charged_macs():
     assert middle["name"] == "3" and middle["input"] == "real"
     assert middle["sops"] == 0 and middle["macs"] == 4 * 36 * 4 * 9  # dense, once per image
     assert report["per_layer"][2]["input"] == "weighted spikes"
+
+
+# ---- the tally path of OperationCounter against the spike-train reference -------------------
+VALID_TG = [(T, G) for T in range(1, 9) for G in range(1, T + 1) if T % G == 0]
+
+
+@pytest.mark.parametrize(("T", "G"), VALID_TG)
+def test_tally_from_codes_equals_tally_from_spike_trains(T, G):
+    """Per step, per neuron, histogram and sign: from integer codes through the code book's
+    digit tables, and from the spike patterns counted one by one."""
+    from ge2mst.coding import expg_codebook
+    from ge2mst.neurons import SpikeTally
+
+    book = expg_codebook(T, G)
+    gen = torch.Generator().manual_seed(T * 10 + G)
+    codes = book.codes[torch.randint(0, book.num_levels, (3, 5, 7), generator=gen)]
+    codes = codes * torch.randint(-1, 2, codes.shape, generator=gen)  # ternary: signed codes
+    spikes = book.patterns[torch.searchsorted(book.codes, codes.abs())].movedim(-1, 0)
+    spikes = spikes * torch.sign(codes).to(torch.int8)
+    a, b = SpikeTally.from_codes(codes, book), SpikeTally.from_spikes(spikes)
+    assert torch.equal(a.per_step, b.per_step) and torch.equal(a.histogram, b.histogram)
+    assert torch.equal(a.per_neuron(), b.per_neuron())
+    assert bool(a.negative) == bool(b.negative) == bool((codes < 0).any())
+    assert a.neurons == b.neurons == 35 and a.total() == int(spikes.abs().sum())
+
+
+def _expg_cnn(form="search"):
+    from ge2mst import calibrate, create_model
+
+    torch.manual_seed(1)
+    model = create_model("ge2mst_cnn_tiny", T=4, G=2, width=8)
+    x = torch.randn(6, 3, 32, 32)
+    calibrate(model, [x])
+    return convert(model.eval(), form=form), x
+
+
+@pytest.mark.parametrize("form", ["search", "sequential"])
+def test_counter_keeps_tallies_not_spike_trains(form):
+    snn, x = _expg_cnn(form)
+    with OperationCounter(snn) as counter:
+        counter(x)
+        neurons = [n for _, n in snn.neurons()]
+        assert all(n.last_tally is not None and n.last_membrane is None for n in neurons)
+        # form A needs no spike trains to be counted; form B's comparisons need them
+        assert all((n.last_spikes is not None) == (form == "sequential") for n in neurons)
+    assert all(not n.counting and n.last_tally is None for n in neurons)
+
+
+def _assert_same_reports(snn, batches):
+    def count(from_spike_trains):
+        with OperationCounter(snn, from_spike_trains=from_spike_trains) as counter:
+            logits = [counter(x) for x in batches]
+            return logits, counter.report()
+
+    fast_logits, fast = count(False)
+    ref_logits, ref = count(True)
+    assert all(torch.equal(a, b) for a, b in zip(fast_logits, ref_logits, strict=True))
+    assert fast == ref  # every total, layer row, input class, histogram: the same numbers
+    return fast
+
+
+@pytest.mark.parametrize("form", ["search", "sequential"])
+def test_tally_counts_equal_spike_train_counts_on_random_inputs(form):
+    snn, x = _expg_cnn(form)
+    report = _assert_same_reports(snn, [x, x[:2] * 3])
+    assert report["sops"] > 0 and {r["input"] for r in report["per_layer"]} >= {"weighted spikes"}
+
+
+@needs_cifar
+@pytest.mark.cifar
+@pytest.mark.parametrize("checkpoint", ["ge2mst_cnn_tiny_cifar", "ge2mst_cifar_tiny_effdim",
+                                        "ge2mst_cnn_tiny_qcfs_cifar"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tally_counts_equal_spike_train_counts_on_real_images(cache_dir, checkpoint, dtype):
+    """The shipped checkpoints (ExpG CNN, Ge2mS-T with GW-SSA, vanilla IF) on 48 real CIFAR-10
+    test images in two batches: counting from tallies gives the report of counting from the
+    recorded spike trains, to the last digit, and the same logits."""
+    from ge2mst.checkpoint import load_checkpoint
+    from ge2mst.data import load_dataset, normalize
+    from ge2mst.evaluate import default_encoding
+
+    model, config = load_checkpoint(ROOT / "checkpoints" / f"{checkpoint}.safetensors")
+    data = load_dataset(str(CIFAR), split="test", limit=48, cache_dir=cache_dir, progress=False)
+    x = normalize(data.images, config["mean"], config["std"]).to(dtype)
+    method = "qcfs" if "qcfs" in checkpoint else "expg"
+    snn = convert(model.eval().to(dtype), encoding=default_encoding(method))
+    with torch.no_grad():
+        report = _assert_same_reports(snn, [x[:32], x[32:]])
+    assert report["images"] == 48 and report["spikes_per_image"] > 0
+    if "cifar_tiny" in checkpoint:
+        assert any(r["input"] == "spike pairs" for r in report["per_layer"])

@@ -362,3 +362,19 @@ def test_event_neuron_without_recording_emits_what_the_recording_path_emits(tg, 
     reference = (table.to(torch.float64) * theta).to(dtype)
     assert fast.shape == reference.shape == currents.shape and fast.dtype == dtype
     assert torch.equal(fast, reference) and torch.equal(torch.signbit(fast), torch.signbit(reference))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("signed", [False, True])
+def test_event_neuron_leaves_its_input_alone_and_sums_the_window_in_order(dtype, signed):
+    """The event-mode neuron sums its window into a membrane of its own (the residual stream it
+    reads is used again after it) and in the order of torch.sum over the steps, in float64."""
+    gen = torch.Generator().manual_seed(3)
+    scale = torch.logspace(-6, 6, 4, dtype=torch.float64).view(4, 1, 1)
+    currents = (torch.randn(4, 64, 33, generator=gen, dtype=torch.float64) * scale).to(dtype)
+    before = currents.clone()
+    neuron = ExpGIF(4, 2, 3.0, signed=signed)
+    neuron.record = True
+    neuron(currents)
+    assert torch.equal(currents, before)
+    assert torch.equal(neuron.last_membrane, torch.sum(before, 0, dtype=torch.float64))

@@ -145,6 +145,24 @@ class ExpGCodeBook(CodeBook):
     def describe(self) -> str:
         return f"T={self.T}, G={self.G}, M={self.num_levels}, n_max={self.n_max}"
 
+    @property
+    def digits(self) -> torch.Tensor:
+        """(n_max + 1) x T int64 table: row k holds the binary digits of k in the step weights
+        beta_t, largest first (the spike pattern of the code k when k is legal)."""
+        cached = getattr(self, "_digits", None)
+        if cached is None:
+            k = torch.arange(self.n_max + 1, dtype=torch.int64, device=_HOST)
+            cached = self._digits = torch.bitwise_and(k[:, None] // self.beta, 1).contiguous()
+        return cached
+
+    @property
+    def popcount(self) -> torch.Tensor:
+        """Spikes of the pattern of each code 0..n_max (int64): the number of its binary digits."""
+        cached = getattr(self, "_popcount", None)
+        if cached is None:
+            cached = self._popcount = self.digits.sum(1)
+        return cached
+
     def code_of(self, spikes: torch.Tensor) -> torch.Tensor:
         """Integer code of spike trains ``spikes`` (T first); ternary spikes give signed codes."""
         if spikes.shape[0] != self.T:

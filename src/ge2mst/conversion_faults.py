@@ -7,13 +7,13 @@ undone when the block ends:
 - ``floor``: the shared code book rounds down (floor) instead of to the nearest level. The ANN
   quantizer and the binary-search neuron move together, so their codes still agree.
 - ``ties-down``: a value exactly on a boundary takes the lower level instead of the upper one,
-  in the quantizer and the binary-search neuron alike (``torch.searchsorted`` with
-  ``right=False``). Only membranes lying exactly on a boundary are affected: real images almost
-  never give one (``near_boundary`` counts how close they come).
+  in the quantizer and the binary-search neuron alike (``ge2mst.quant.TIES`` and
+  ``torch.searchsorted`` with ``right=False``). Only membranes lying exactly on a boundary are
+  affected: real images almost never give one (``near_boundary`` counts how close they come).
 - ``reversed-weights``: the step weights run in reverse order, 2**(t-1) instead of 2**(T-t), in
   the code book's weights and pattern table alike: the pattern table sends code 10 (T = 4,
-  G = 2) as 0101, and event mode, which writes a code out in the step weights, puts it whole
-  into the first step. Codes and logits stay equal; the spike trains are not those of the method.
+  G = 2) as 0101, weighted 1, 2, 4, 8 over the steps. Codes and logits stay equal; the spike
+  trains are not those of the method.
 - ``lambda-drift``: the last ExpG-IF neuron of the converted network (before the classifier,
   where no later quantizer snaps the drift away) is given lambda * (1 + 1e-7).
 - ``no-refractoriness``: the sequential neuron (form B, ``--form sequential``) may fire twice
@@ -29,6 +29,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 from torch import nn
 
+from . import quant
 from .coding import expg_codebook
 from .errors import ConfigError
 from .neurons import ExpGIF
@@ -109,6 +110,7 @@ def inject(name: str, model: nn.Module) -> Iterator[None]:
                     stack.enter_context(_patched(book, "patterns", book.patterns.flip(-1)))
         elif name == "ties-down":
             stack.enter_context(_patched(torch, "searchsorted", _ties_down()))
+            stack.enter_context(_patched(quant, "TIES", "down"))
         elif name == "lambda-drift":
             stack.enter_context(_patched(_verify, "convert", _drifting_convert(_verify.convert)))
         else:

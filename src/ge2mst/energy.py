@@ -26,6 +26,7 @@ Energy presets give picojoules per accumulate and per multiply-accumulate.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 import torch
@@ -34,7 +35,7 @@ from torch import nn
 from .convert import SpikingNetwork
 from .errors import ConfigError
 from .layers import Synapse
-from .neurons import IFNeuron
+from .neurons import IFNeuron, SpikeTally
 
 #: energy per operation in picojoules. 45 nm figures (Horowitz, ISSCC 2014) as used across the
 #: field: FP32 add 0.9, FP32 multiply 3.7 (MAC 4.6); INT8 add 0.03, INT8 multiply 0.2 (MAC 0.23).
@@ -140,22 +141,53 @@ def neuron_updates(neuron: nn.Module, spikes: torch.Tensor, count: torch.Tensor 
     return {"adds": (T - 1) * n, "comparisons": int(comparisons), "resets": int(count.sum())}
 
 
+def _updates(neuron: nn.Module, tally: SpikeTally, total: int) -> dict:
+    """`neuron_updates` from a tally (the spike trains only for the sequential form)."""
+    T, n = tally.per_step.numel(), tally.numel
+    if isinstance(neuron, IFNeuron):
+        return {"adds": T * n, "comparisons": T * n, "resets": total}
+    if neuron.form == "search":
+        return {"adds": (T - 1) * n, "comparisons": neuron.book.comparisons * n, "resets": 0}
+    return neuron_updates(neuron, neuron.last_spikes)
+
+
+def spike_class(neuron: nn.Module, tally: SpikeTally, dtype: torch.dtype) -> str:
+    """`classify_input` of a neuron's output from its tally, without reading the output: a step is
+    active when it holds a spike, each spike of step t has the magnitude of the neuron's
+    output at t, and the sign tells ternary from binary."""
+    magnitudes = neuron.output_magnitudes(dtype)
+    active = (tally.per_step > 0) & (magnitudes.to(tally.per_step.device) != 0)
+    if not bool(active.any()):
+        return "silent"
+    if len(set(magnitudes[active.to(magnitudes.device)].tolist())) > 1:
+        return "weighted spikes"
+    return "ternary spikes" if bool(tally.negative) else "binary spikes"
+
+
 class OperationCounter:
     """Counts operations while ``snn`` (event mode) runs: call it like the network.
 
-    ``counter(images)`` runs the network once, recording, and returns its logits; the counts of
-    every call add up, and `report` gives them per image. `count_operations` is the one-shot form;
+    ``counter(images)`` runs the network once and returns its logits; the counts of every call
+    add up, and `report` gives them per image. `count_operations` is the one-shot form;
     ``ge2mst eval`` counts during its own timed pass of the spiking network, so that counting
     costs only what it adds to that pass. Call `close` (or use it as a context manager) to remove
     the hooks.
+
+    By default each neuron keeps a `SpikeTally` of its spikes (made from its integer codes where
+    it has them) instead of its spike trains, and a weight layer fed straight by a neuron takes
+    its input class and events from that tally. ``from_spike_trains=True`` records every spike
+    train and classifies and counts every layer input as it is, the slower reference path; both
+    give the same report (tested).
     """
 
-    def __init__(self, snn: SpikingNetwork, preset: str = "45nm-fp32") -> None:
+    def __init__(self, snn: SpikingNetwork, preset: str = "45nm-fp32",
+                 from_spike_trains: bool = False) -> None:
         if preset not in PRESETS:
             raise ConfigError(f"energy preset must be one of {sorted(PRESETS)}, got {preset!r}")
         if snn.step_mode != "event":
             raise ConfigError("operations are counted on the event-mode network (step_mode='event')")
         self.snn, self.preset = snn, preset
+        self.from_spike_trains = from_spike_trains
         self.rows: dict[str, dict] = {}
         self.neuron_rows: dict[str, dict] = {}
         self.images = 0
@@ -165,34 +197,66 @@ class OperationCounter:
         caps = {getattr(n, "G", n.T) for _, n in self.neuron_list}
         self.cap = max(caps) if caps else snn.T
         self.handles = [m.register_forward_hook(self._hook(n)) for n, m in synapses.items()]
+        #: id of each neuron output of the running call -> (weak reference to it, its neuron)
+        self._produced: dict[int, tuple[weakref.ref, nn.Module]] = {}
+        if not from_spike_trains:
+            for _, neuron in self.neuron_list:
+                neuron.counting = True
+                self.handles.append(neuron.register_forward_hook(self._produced_by))
 
     @staticmethod
     def _new_row(name: str, kind: str | None) -> dict:
         return {"name": name, "input": kind, "sops": 0.0, "macs": 0.0, "sops_upper_bound": 0.0,
                 "ann_macs": 0}
 
+    def _produced_by(self, neuron, args, output) -> None:
+        self._produced[id(output)] = (weakref.ref(output), neuron)
+
+    def _source(self, x: torch.Tensor):
+        """The neuron whose output ``x`` is, in this call, or None."""
+        hit = self._produced.get(id(x))
+        if hit is None or hit[0]() is not x or hit[1].last_tally is None:
+            return None
+        return hit[1]
+
     def _hook(self, name: str):
         def fn(module, args, output):
             x = args[0]
             row = self.rows.setdefault(name, self._new_row(name, "silent"))
-            kind = module.input_kind or classify_input(x)
+            source = self._source(x)
+            tally = source.last_tally if source is not None else None
+            kind = module.input_kind
+            if kind is None:
+                kind = (spike_class(source, tally, x.dtype) if tally is not None
+                        else row["input"] if row["input"] == "real" else classify_input(x))
             if CLASS_ORDER.index(kind) > CLASS_ORDER.index(row["input"]):
                 row["input"] = kind
             per_sample_out = output.shape[2:]
             row["ann_macs"] = dense_macs(module.layer, per_sample_out)
             if row["input"] in ("silent", *EVENT_CLASSES):
-                counts = (x != 0).sum(0)
-                row["sops"] += float(event_sops(module.layer, counts).sum())
+                if tally is None:
+                    counts = (x != 0).sum(0)
+                elif isinstance(module.layer, nn.Conv2d):
+                    counts = tally.per_neuron()
+                else:  # a linear layer: every event reaches out_features outputs
+                    counts = None
+                    row["sops"] += float(tally.total() * module.layer.out_features)
+                if counts is not None:
+                    row["sops"] += float(event_sops(module.layer, counts).sum())
                 if not row["sops_upper_bound"]:  # the same for every batch: the architecture's
-                    full = torch.full_like(counts[:1], self.cap)
+                    full = torch.full((1, *x.shape[2:]), self.cap, dtype=torch.int64, device=x.device)
                     row["sops_upper_bound"] = float(event_sops(module.layer, full)[0])
-            elif bool((x != 0).any()):
+            elif (tally.total() > 0) if tally is not None else bool((x != 0).any()):
                 row["macs"] += dense_macs(module.layer, per_sample_out) * x.shape[1]
         return fn
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.snn(images, record=True)
+        self._produced.clear()
+        try:
+            out = self.snn(images, record=self.from_spike_trains)
+        finally:
+            self._produced.clear()
         self.images += images.shape[0]
         for name, module in self.attention.items():
             ops = module.last_ops
@@ -201,19 +265,21 @@ class OperationCounter:
             row["sops_upper_bound"] = ops["coincidences_upper_bound"]
             row["ann_macs"] = ops["ann_macs"]
         for name, neuron in self.neuron_list:
-            s = neuron.last_spikes
+            tally = (SpikeTally.from_spikes(neuron.last_spikes) if self.from_spike_trains
+                     else neuron.last_tally)
             ncap = getattr(neuron, "G", neuron.T)
             row = self.neuron_rows.setdefault(name, {
-                "name": name, "spikes": neuron.spike_class, "neurons": s[0][0].numel(),
+                "name": name, "spikes": neuron.spike_class, "neurons": tally.neurons,
                 "cap": ncap, "spike_total": 0, "at_cap": 0, "histogram": [0] * (ncap + 1),
                 "adds": 0, "comparisons": 0, "resets": 0, "count": 0})
-            count = s.abs().sum(0, dtype=torch.int64)
-            row["spike_total"] += int(count.sum())
-            row["count"] += count.numel()
-            row["at_cap"] += int((count >= ncap).sum())
-            hist = torch.bincount(count.flatten().clamp_max(ncap), minlength=ncap + 1)
-            row["histogram"] = [a + int(b) for a, b in zip(row["histogram"], hist, strict=True)]
-            for key, value in neuron_updates(neuron, s, count).items():
+            total = tally.total()
+            row["spike_total"] += total
+            row["count"] += tally.numel
+            hist = tally.histogram.tolist()
+            hist = hist[:ncap] + [sum(hist[ncap:])]  # counts above the cap go to its bin
+            row["at_cap"] += hist[ncap]
+            row["histogram"] = [a + b for a, b in zip(row["histogram"], hist, strict=True)]
+            for key, value in _updates(neuron, tally, total).items():
                 row[key] += value
         return out
 
@@ -221,6 +287,8 @@ class OperationCounter:
         for h in self.handles:
             h.remove()
         self.handles = []
+        for _, neuron in self.neuron_list:
+            neuron.counting, neuron.last_tally = False, None
         self.snn.set_recording(False)
 
     def __enter__(self) -> OperationCounter:
@@ -391,5 +459,5 @@ def plot_report(report: dict, path, title: str = "") -> None:
 
 
 __all__ = ["OperationCounter", "EVENT_CLASSES", "PRESETS", "classify_input", "count_operations",
-           "dense_macs", "event_sops", "neuron_updates", "plot_report", "spike_pair_coincidences", "stage_of",
-           "to_markdown"]
+           "dense_macs", "event_sops", "neuron_updates", "plot_report", "spike_class",
+           "spike_pair_coincidences", "stage_of", "to_markdown"]

@@ -21,10 +21,63 @@ from torch import nn
 
 from .coding import ExpGCodeBook, check_time_groups, expg_codebook, level_spacing
 from .errors import ConfigError, InputError
-from .quant import quantize_codes, quantized_values
+from .quant import level_index, quantized_values
 
 STEP_MODES = ("event", "collapsed")
 FORMS = ("search", "sequential")
+
+
+class SpikeTally:
+    """What energy accounting needs of one layer's spikes in one call, kept instead of its spike
+    trains: spikes per step over the batch (int64, T), the histogram of spikes per neuron
+    (int64, 0..T), whether any spike is negative (0-dim bool), neurons per image, and the spikes
+    of each neuron (B x ..., int64, made on demand). Made from the spike trains (`from_spikes`) or,
+    without them, from the integer codes of an ExpG layer (`from_codes`); both give the same
+    numbers (tested)."""
+
+    def __init__(self, per_step: torch.Tensor, histogram: torch.Tensor, negative: torch.Tensor,
+                 shape: torch.Size, per_neuron) -> None:
+        self.per_step, self.histogram, self.negative = per_step, histogram, negative
+        self.shape = shape  # B x ...
+        self._per_neuron = per_neuron
+
+    @property
+    def neurons(self) -> int:
+        """Neurons per image."""
+        return self.shape[1:].numel()
+
+    @property
+    def numel(self) -> int:
+        """Neurons times images."""
+        return self.shape.numel()
+
+    def total(self) -> int:
+        return int(self.per_step.sum())
+
+    def per_neuron(self) -> torch.Tensor:
+        if callable(self._per_neuron):
+            self._per_neuron = self._per_neuron()
+        return self._per_neuron
+
+    @classmethod
+    def from_spikes(cls, spikes: torch.Tensor) -> SpikeTally:
+        mag = spikes.abs()
+        count = mag.sum(0, dtype=torch.int64)
+        return cls(mag.flatten(1).sum(1, dtype=torch.int64),
+                   torch.bincount(count.flatten(), minlength=spikes.shape[0] + 1),
+                   (spikes < 0).any(), count.shape, count)
+
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, book: ExpGCodeBook) -> SpikeTally:
+        """From integer codes (signed for ternary spikes): one histogram of the code magnitudes,
+        read through the code book's digit and popcount tables."""
+        mag = codes.abs()
+        hist = torch.bincount(mag.flatten(), minlength=book.n_max + 1)
+        pop = book.on("popcount", codes.device)
+        digits = book.on("digits", codes.device)
+        histogram = torch.zeros(book.T + 1, dtype=torch.int64, device=codes.device)
+        return cls((digits * hist[:, None]).sum(0), histogram.index_add_(0, pop, hist),
+                   (codes < 0).any(), codes.shape, lambda: pop[mag])
 
 
 class SpikingNeuron(nn.Module):
@@ -40,6 +93,19 @@ class SpikingNeuron(nn.Module):
         self.record = False
         self.last_spikes: torch.Tensor | None = None
         self.last_membrane: torch.Tensor | None = None
+        #: set by `ge2mst.energy.OperationCounter`: keep a `SpikeTally` of each call in
+        #: ``last_tally`` (spike trains only where the counts need them, `counts_need_spikes`)
+        self.counting = False
+        self.last_tally: SpikeTally | None = None
+
+    @property
+    def counts_need_spikes(self) -> bool:
+        """Whether operation counting needs this neuron's whole spike trains."""
+        return False
+
+    def output_magnitudes(self, dtype: torch.dtype) -> torch.Tensor:
+        """|output| of a spike at each step, in ``dtype`` (T)."""
+        raise NotImplementedError
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not torch.is_floating_point(x):
@@ -54,9 +120,12 @@ class SpikingNeuron(nn.Module):
             raise InputError(f"{type(self).__name__} received NaN input currents")
 
     def _remember(self, spikes: torch.Tensor, membrane: torch.Tensor | None) -> None:
-        if self.record:
+        if self.record or (self.counting and self.counts_need_spikes):
             self.last_spikes = spikes.to(torch.int8)
+        if self.record:
             self.last_membrane = membrane
+        if self.counting:
+            self.last_tally = SpikeTally.from_spikes(spikes)
 
     def extra_repr(self) -> str:
         return f"T={self.T}, step_mode={self.step_mode}"
@@ -96,6 +165,13 @@ class ExpGIF(SpikingNeuron):
     def delta64(self) -> torch.Tensor:
         return level_spacing(self.lam, self.book.n_max)
 
+    @property
+    def counts_need_spikes(self) -> bool:
+        return self.form == "sequential"  # comparisons depend on where in a group it fired
+
+    def output_magnitudes(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.thresholds().to(dtype)
+
     def thresholds(self) -> torch.Tensor:
         """Post-firing thresholds theta_t = delta * 2**(T-1-t), float64, largest first."""
         return self.delta64 * self.book.on("beta", self.lam.device).to(torch.float64)
@@ -127,7 +203,7 @@ class ExpGIF(SpikingNeuron):
     def _fire_search(self, v: torch.Tensor) -> torch.Tensor:
         book = self.book
         bounds = (self.delta64.to(v.device) * book.on("mids", v.device)).contiguous()
-        idx = torch.searchsorted(bounds, v.contiguous(), right=True)
+        idx = level_index(v, bounds)
         pattern = book.on("patterns", v.device)[idx]  # ... x T
         return pattern.movedim(-1, 0)
 
@@ -213,29 +289,43 @@ class ExpGIF(SpikingNeuron):
         return (spikes.to(torch.float64) * theta).to(x.dtype)
 
     def _weighted_spikes(self, currents: torch.Tensor) -> torch.Tensor:
-        """Event mode, form A: the code of the whole-window membrane by binary search over the
-        boundaries, and its legal pattern written out step by step as theta_t * s_t, s_t the
-        digits of the code in the step weights beta_t (largest first), in the currents' dtype,
-        without the pattern table or float64 spike tensors. Recording keeps the int8 spikes and
-        the float64 membrane. Bit-identical to firing through the pattern table (tested)."""
-        membrane = torch.sum(currents.detach(), 0, dtype=torch.float64)
-        codes = quantize_codes(membrane, self.lam, self.book, self.signed)
-        dtype = currents.dtype
-        remaining = codes.abs().to(dtype)  # whole numbers below 2**16: exact in float32
-        sign = torch.sign(codes).to(dtype) if self.signed else None
-        theta = self.thresholds().to(dtype)  # delta * 2**k: exact in float32 too
-        out = torch.empty_like(currents)
-        spikes = [] if self.record else None
-        for t, weight in enumerate(self.book.beta.tolist()):
-            bit = torch.floor(remaining / weight)  # 0 or 1: the larger steps are already taken
-            remaining = remaining - bit * weight
-            if sign is not None:
-                bit = bit * sign + 0.0  # a ternary spike, +0 where silent
-            torch.mul(bit, theta[t], out=out[t])
-            if spikes is not None:
-                spikes.append(bit.to(torch.int8))
-        if spikes is not None:
-            self._remember(torch.stack(spikes), membrane)
+        """Event mode, form A: the whole-window membrane (the currents summed step by step in
+        float64), its level by binary search over the boundaries, and the output theta_t * s_t of
+        every step read from a small T x M table of that level's pattern (2M rows when signed:
+        the negative patterns after the positive ones), in the currents' dtype: one table read
+        per step, without float64 spike tensors. Recording keeps the int8 spikes and the float64
+        membrane; counting keeps a `SpikeTally` of the codes. Bit-identical to firing through the
+        pattern table and weighting the spikes (tested)."""
+        currents = currents.detach()
+        membrane = currents[0].to(torch.float64, copy=True)  # never the caller's tensor
+        for t in range(1, self.T):
+            membrane.add_(currents[t])  # in order, as torch.sum over the steps (tested)
+        book, device, dtype = self.book, currents.device, currents.dtype
+        mag = membrane.abs() if self.signed else membrane
+        bounds = (self.delta64.to(device) * book.on("mids", device)).contiguous()
+        level = level_index(mag, bounds)  # index into the code book
+        theta = self.thresholds().to(device=device, dtype=dtype)  # delta * 2**k: exact in float32
+        table = book.on("patterns", device).T.to(dtype) * theta[:, None]  # T x M
+        rows = level
+        if self.signed:
+            negative = membrane < 0
+            table = torch.cat([table, -table + 0.0], 1)  # +0.0 where a negative pattern is silent
+            rows = level + book.num_levels * negative
+        out = torch.empty(currents.shape, dtype=dtype, device=device)
+        rows = rows.reshape(-1)
+        for t in range(self.T):
+            torch.index_select(table[t], 0, rows, out=out[t].view(-1))
+        if self.record or self.counting:
+            codes = book.on("codes", device)[level]
+            if self.signed:
+                codes = torch.where(negative, -codes, codes)
+            if self.record:
+                spikes = book.on("patterns", device)[level].movedim(-1, 0).contiguous()
+                if self.signed:
+                    spikes = spikes * torch.sign(codes).to(torch.int8)
+                self._remember(spikes, membrane)
+            else:
+                self.last_tally = SpikeTally.from_codes(codes, book)
         return out
 
     def extra_repr(self) -> str:
@@ -263,6 +353,9 @@ class IFNeuron(SpikingNeuron):
     @property
     def theta(self) -> float:
         return float(self.lam) / self.T
+
+    def output_magnitudes(self, dtype: torch.dtype) -> torch.Tensor:
+        return torch.full((self.T,), self.theta, dtype=torch.float64, device=self.lam.device).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode != "event":

@@ -35,6 +35,31 @@ def _check_lambda(value: float) -> float:
     return value
 
 
+#: code books with at most this many boundaries find a level by comparing with each boundary in
+#: turn (several times faster on CPUs than a binary search, and exact all the same); larger ones
+#: use ``torch.searchsorted``
+COMPARE_BOUNDARIES = 24
+#: which way a value exactly on a boundary goes; ``"down"`` only to demonstrate a conversion
+#: fault (`ge2mst.conversion_faults`)
+TIES = "up"
+
+
+def level_index(mag: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    """``#{j : bounds_j <= mag}`` for each element (int64): the index of its level in the code
+    book (ties go up; NaN gives 0). ``bounds`` sorted, on ``mag``'s device; no host sync."""
+    up = TIES == "up"
+    if bounds.numel() > COMPARE_BOUNDARIES:
+        level = torch.searchsorted(bounds, mag.contiguous(), right=up)
+        return level.masked_fill_(torch.isnan(mag), 0)
+    count = torch.zeros(mag.shape, dtype=torch.uint8, device=mag.device)
+    hit = torch.empty(mag.shape, dtype=torch.bool, device=mag.device)
+    compare = torch.ge if up else torch.gt
+    for j in range(bounds.numel()):
+        compare(mag, bounds[j], out=hit)
+        count.add_(hit)
+    return count.long()
+
+
 def quantize_codes(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: bool) -> torch.Tensor:
     """Integer code (int64, signed where ``signed``) of each element of ``x``.
 
@@ -46,8 +71,7 @@ def quantize_codes(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: b
     bounds = (delta * book.on("mids", device)).contiguous()
     xd = x.detach().to(torch.float64)
     mag = xd.abs() if signed else xd
-    idx = torch.searchsorted(bounds, mag.contiguous(), right=True)
-    codes = book.on("codes", device)[idx]
+    codes = book.on("codes", device)[level_index(mag, bounds)]
     if signed:
         codes = codes * torch.sign(xd).to(torch.int64)
     return codes

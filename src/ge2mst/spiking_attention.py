@@ -6,7 +6,7 @@ METHOD.md section 5 defines), with `exact_group_attention`, the very function th
 the attention matrix is emitted as spikes by an ExpG-IF neuron in place of softmax. The integer
 output O = na nv enters the output projection as one input window (step 1 in event mode).
 
-While recording, the module also counts the spike-pair coincidences of the two products (the
+While recording or counting, the module also counts the spike-pair coincidences of the two products (the
 accumulates a multiplication-free implementation performs), their upper bound (every neuron at its
 cap G) and the multiply-accumulates the ANN spends on them, in ``last_ops``.
 """
@@ -95,14 +95,16 @@ class SpikingGWSSA(GroupedAttention):
         def op(a, b, c):
             return exact_group_attention(a, b, c, score_scale, attn_codes, out_scale)[0]
 
-        H, W = nq.shape[-2:]
         if self.products == "spikes":
             out = self._attend_spikes(sq, sk, sv, score_scale, attn_fire, out_scale)
         else:
             out = self.attend(nq, nk, nv, op)
         out = out.to(x.dtype)
-        if self.q_act.record:
-            self.last_ops = self._count(sq, sk, sv, attn_spikes["s"], H, W)
+        if self.q_act.counting:  # spikes per neuron from the neurons' tallies
+            self.last_ops = self._count(*(n.last_tally.per_neuron() for n in
+                                          (self.q_act, self.k_act, self.v_act, self.attn_act)))
+        elif self.q_act.record:
+            self.last_ops = self._count(*(s.abs().sum(0) for s in (sq, sk, sv, attn_spikes["s"])))
         if self.step_mode == "event":
             window = out.new_zeros((x.shape[0], *out.shape))
             window[0] = out
@@ -124,10 +126,12 @@ class SpikingGWSSA(GroupedAttention):
         return self.ungrouped(out, H, W)
 
     @torch.no_grad()
-    def _count(self, sq, sk, sv, sa, H: int, W: int) -> dict:
-        """Per image: spike-pair coincidences of Q K^T and A V, their upper bound, ANN MACs."""
-        cq, ck, cv = (self.grouped(s.abs().to(torch.float64).sum(0)) for s in (sq, sk, sv))
-        ca = sa.abs().to(torch.float64).sum(0)  # B x heads x groups x n x n
+    def _count(self, nq, nk, nv, na) -> dict:
+        """Per image, from the spikes per neuron of Q, K, V (B x C x H x W) and of the attention
+        matrix (B x heads x groups x n x n): spike-pair coincidences of Q K^T and A V, their
+        upper bound, ANN MACs."""
+        cq, ck, cv = (self.grouped(c.to(torch.float64)) for c in (nq, nk, nv))
+        ca = na.to(torch.float64)
         qk = float(spike_pair_coincidences(cq, ck).sum())
         av = float((ca @ cv).sum())  # sum_{i,j,d} ca(i,j) cv(j,d)
         B, h, g, n, d = cq.shape
