@@ -221,22 +221,27 @@ VALID_TG = [(T, G) for T in range(1, 9) for G in range(1, T + 1) if T % G == 0]
 
 
 @pytest.mark.parametrize(("T", "G"), VALID_TG)
-def test_tally_from_codes_equals_tally_from_spike_trains(T, G):
-    """Per step, per neuron, histogram and sign: from integer codes through the code book's
-    digit tables, and from the spike patterns counted one by one."""
+@pytest.mark.parametrize("signed", [False, True])
+def test_tally_from_levels_equals_tally_from_spike_trains(T, G, signed):
+    """Per step, per neuron, histogram and sign: from each neuron's level through the code
+    book's pattern table, and from its spike pattern counted spike by spike."""
     from ge2mst.coding import expg_codebook
     from ge2mst.neurons import SpikeTally
 
     book = expg_codebook(T, G)
+    M = book.num_levels
     gen = torch.Generator().manual_seed(T * 10 + G)
-    codes = book.codes[torch.randint(0, book.num_levels, (3, 5, 7), generator=gen)]
-    codes = codes * torch.randint(-1, 2, codes.shape, generator=gen)  # ternary: signed codes
-    spikes = book.patterns[torch.searchsorted(book.codes, codes.abs())].movedim(-1, 0)
-    spikes = spikes * torch.sign(codes).to(torch.int8)
-    a, b = SpikeTally.from_codes(codes, book), SpikeTally.from_spikes(spikes)
+    level = torch.randint(0, M, (3, 5, 7), generator=gen)
+    negative = torch.randint(0, 2, level.shape, generator=gen).bool() if signed else None
+    spikes = book.patterns[level].movedim(-1, 0)
+    rows = level
+    if signed:
+        spikes = torch.where(negative, -spikes, spikes)
+        rows = level + M * negative
+    a, b = SpikeTally.from_levels(rows, book, signed), SpikeTally.from_spikes(spikes)
     assert torch.equal(a.per_step, b.per_step) and torch.equal(a.histogram, b.histogram)
     assert torch.equal(a.per_neuron(), b.per_neuron())
-    assert bool(a.negative) == bool(b.negative) == bool((codes < 0).any())
+    assert bool(a.negative) == bool(b.negative) == bool((spikes < 0).any())
     assert a.neurons == b.neurons == 35 and a.total() == int(spikes.abs().sum())
 
 

@@ -252,6 +252,14 @@ def test_neuron_rejects_bad_input():
         neuron(torch.zeros(4))
     with pytest.raises(InputError, match="NaN"):
         neuron(torch.full((4, 2), float("nan")))
+    one_nan = torch.zeros(4, 2, 3)
+    one_nan[3, 1, 2] = float("nan")  # one current of the last step
+    with pytest.raises(InputError, match="NaN"):
+        neuron(one_nan)
+    opposite = torch.zeros(4, 2)
+    opposite[0, 0], opposite[2, 0] = float("inf"), -float("inf")
+    with pytest.raises(InputError, match="inf"):
+        neuron(opposite)
     with pytest.raises(InputError, match="floating-point"):
         neuron(torch.zeros(4, 2, dtype=torch.int64))
     with pytest.raises(ConfigError, match="positive"):

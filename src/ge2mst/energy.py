@@ -173,8 +173,8 @@ class OperationCounter:
     costs only what it adds to that pass. Call `close` (or use it as a context manager) to remove
     the hooks.
 
-    By default each neuron keeps a `SpikeTally` of its spikes (made from its integer codes where
-    it has them) instead of its spike trains, and a weight layer fed straight by a neuron takes
+    By default each neuron keeps a `SpikeTally` of its spikes (made from its levels where it has
+    them) instead of its spike trains, and a weight layer fed straight by a neuron takes
     its input class and events from that tally. ``from_spike_trains=True`` records every spike
     train and classifies and counts every layer input as it is, the slower reference path; both
     give the same report (tested).

@@ -32,8 +32,8 @@ class SpikeTally:
     trains: spikes per step over the batch (int64, T), the histogram of spikes per neuron
     (int64, 0..T), whether any spike is negative (0-dim bool), neurons per image, and the spikes
     of each neuron (B x ..., int64, made on demand). Made from the spike trains (`from_spikes`) or,
-    without them, from the integer codes of an ExpG layer (`from_codes`); both give the same
-    numbers (tested)."""
+    without them, from the levels of an ExpG layer (`from_levels`); both give the same numbers
+    (tested)."""
 
     def __init__(self, per_step: torch.Tensor, histogram: torch.Tensor, negative: torch.Tensor,
                  shape: torch.Size, per_neuron) -> None:
@@ -68,16 +68,24 @@ class SpikeTally:
                    (spikes < 0).any(), count.shape, count)
 
     @classmethod
-    def from_codes(cls, codes: torch.Tensor, book: ExpGCodeBook) -> SpikeTally:
-        """From integer codes (signed for ternary spikes): one histogram of the code magnitudes,
-        read through the code book's digit and popcount tables."""
-        mag = codes.abs()
-        hist = torch.bincount(mag.flatten(), minlength=book.n_max + 1)
-        pop = book.on("popcount", codes.device)
-        digits = book.on("digits", codes.device)
-        histogram = torch.zeros(book.T + 1, dtype=torch.int64, device=codes.device)
-        return cls((digits * hist[:, None]).sum(0), histogram.index_add_(0, pop, hist),
-                   (codes < 0).any(), codes.shape, lambda: pop[mag])
+    def from_levels(cls, rows: torch.Tensor, book: ExpGCodeBook, signed: bool) -> SpikeTally:
+        """From the level of each neuron, its index into the code book (signed: plus M where the
+        membrane is negative, M the number of levels): one histogram of the rows, read through
+        the code book's pattern table."""
+        M = book.num_levels
+        patterns = book.on("patterns", rows.device).to(torch.int64)  # M x T
+        hist = torch.bincount(rows.reshape(-1), minlength=2 * M if signed else M)
+        pop = patterns.sum(1)  # spikes of each level
+        if signed:
+            negative = hist[M + 1:].sum() > 0  # a negative membrane above level 0
+            hist = hist[:M] + hist[M:]
+            pop_rows = torch.cat([pop, pop])
+        else:
+            negative = torch.zeros((), dtype=torch.bool, device=rows.device)
+            pop_rows = pop
+        histogram = torch.zeros(book.T + 1, dtype=torch.int64, device=rows.device)
+        return cls((patterns * hist[:, None]).sum(0), histogram.index_add_(0, pop, hist),
+                   negative, rows.shape, lambda: pop_rows[rows])
 
 
 class SpikingNeuron(nn.Module):
@@ -107,7 +115,9 @@ class SpikingNeuron(nn.Module):
         """|output| of a spike at each step, in ``dtype`` (T)."""
         raise NotImplementedError
 
-    def _check_input(self, x: torch.Tensor) -> None:
+    def _check_input(self, x: torch.Tensor, nan: bool = True) -> None:
+        """Dtype and shape of the input; NaN too unless ``nan`` is False (the caller then checks
+        the membrane it sums, which any NaN current reaches)."""
         if not torch.is_floating_point(x):
             raise InputError(f"{type(self).__name__} expects floating-point currents, got {x.dtype}")
         if self.step_mode == "event":
@@ -116,7 +126,7 @@ class SpikingNeuron(nn.Module):
                     f"{type(self).__name__} in event mode expects currents of shape T x B x ... "
                     f"with T = {self.T} first, got shape {tuple(x.shape)}"
                 )
-        if torch.isnan(x).any():
+        if nan and torch.isnan(x).any():
             raise InputError(f"{type(self).__name__} received NaN input currents")
 
     def _remember(self, spikes: torch.Tensor, membrane: torch.Tensor | None) -> None:
@@ -280,7 +290,7 @@ class ExpGIF(SpikingNeuron):
             self._check_input(x)
             return quantized_values(x.detach(), self.lam, self.book, self.signed)
         if self.step_mode == "event" and self.form == "search" and not self.online:
-            self._check_input(x)
+            self._check_input(x, nan=False)  # the membrane is checked, a quarter of the reading
             return self._weighted_spikes(x)
         spikes = self.spike(x)
         if self.step_mode == "collapsed":
@@ -294,12 +304,15 @@ class ExpGIF(SpikingNeuron):
         every step read from a small T x M table of that level's pattern (2M rows when signed:
         the negative patterns after the positive ones), in the currents' dtype: one table read
         per step, without float64 spike tensors. Recording keeps the int8 spikes and the float64
-        membrane; counting keeps a `SpikeTally` of the codes. Bit-identical to firing through the
+        membrane; counting keeps a `SpikeTally` of the levels. Bit-identical to firing through the
         pattern table and weighting the spikes (tested)."""
         currents = currents.detach()
         membrane = currents[0].to(torch.float64, copy=True)  # never the caller's tensor
         for t in range(1, self.T):
             membrane.add_(currents[t])  # in order, as torch.sum over the steps (tested)
+        if torch.isnan(membrane).any():
+            raise InputError(f"{type(self).__name__} received NaN input currents "
+                             "(or +inf and -inf in one window)")
         book, device, dtype = self.book, currents.device, currents.dtype
         mag = membrane.abs() if self.signed else membrane
         bounds = (self.delta64.to(device) * book.on("mids", device)).contiguous()
@@ -315,17 +328,13 @@ class ExpGIF(SpikingNeuron):
         rows = rows.reshape(-1)
         for t in range(self.T):
             torch.index_select(table[t], 0, rows, out=out[t].view(-1))
-        if self.record or self.counting:
-            codes = book.on("codes", device)[level]
-            if self.signed:
-                codes = torch.where(negative, -codes, codes)
-            if self.record:
-                spikes = book.on("patterns", device)[level].movedim(-1, 0).contiguous()
-                if self.signed:
-                    spikes = spikes * torch.sign(codes).to(torch.int8)
-                self._remember(spikes, membrane)
-            else:
-                self.last_tally = SpikeTally.from_codes(codes, book)
+        if self.record:
+            spikes = book.on("patterns", device)[level].movedim(-1, 0).contiguous()
+            if self.signed:  # ternary: the sign of the membrane, 0 where silent
+                spikes = spikes * (1 - 2 * negative.to(torch.int8))
+            self._remember(spikes, membrane)
+        elif self.counting:
+            self.last_tally = SpikeTally.from_levels(rows.view(level.shape), book, self.signed)
         return out
 
     def extra_repr(self) -> str:
