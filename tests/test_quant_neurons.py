@@ -386,3 +386,25 @@ def test_event_neuron_leaves_its_input_alone_and_sums_the_window_in_order(dtype,
     neuron(currents)
     assert torch.equal(currents, before)
     assert torch.equal(neuron.last_membrane, torch.sum(before, 0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("T", "G"), [(4, 2), (4, 1), (4, 4), (6, 3), (8, 2)])
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("step_mode", ["event", "collapsed"])
+def test_codes_without_spike_trains_equal_the_codes_of_the_spike_trains(T, G, signed, step_mode):
+    """`ExpGIF.codes` (boundary comparisons on the membrane, no spike trains) against the code of
+    the fired pattern, for membranes on every boundary, one ulp either side, zeros and +-inf."""
+    neuron = ExpGIF(T, G, 2.5, signed=signed)
+    neuron.step_mode = step_mode
+    book = neuron.book
+    bounds = neuron.delta64 * book.mids
+    edge = torch.cat([bounds, torch.nextafter(bounds, torch.full_like(bounds, 1e9)),
+                      torch.nextafter(bounds, torch.zeros_like(bounds)),
+                      torch.tensor([0.0, -0.0, 1e9, float("inf"), -float("inf")], dtype=torch.float64)])
+    membrane = torch.cat([edge, -edge, torch.randn(200, dtype=torch.float64) * 3])
+    if step_mode == "event":
+        x = torch.zeros(T, membrane.numel(), dtype=torch.float64)
+        x[0] = membrane  # one step carries the whole window: the membrane is exact
+    else:
+        x = membrane
+    assert torch.equal(neuron.codes(x), book.code_of(neuron.spike(x)))

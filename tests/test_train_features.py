@@ -176,3 +176,57 @@ def test_trainer_rejects_more_processes_than_batch_items():
     cfg = TrainConfig(epochs=1, batch_size=4)
     trainer = Trainer(nn.Linear(2, 2), torch.zeros(8, 2), torch.zeros(8, dtype=torch.long), cfg)
     assert trainer.world == 1 and trainer.ema is None and not trainer.quantized
+
+
+def test_linear_and_cosine_schedules_warm_up_then_reach_zero():
+    from ge2mst.train import learning_rate
+
+    total, warm = 100, 10
+    for schedule in ("linear", "cosine"):
+        lrs = [learning_rate(s, total, warm, 2e-3, schedule) for s in range(total + 1)]
+        assert lrs[warm - 1] == pytest.approx(2e-3) and lrs[0] == pytest.approx(2e-4)
+        assert lrs[warm] == pytest.approx(2e-3) and lrs[total] == 0.0
+        assert all(a >= b for a, b in zip(lrs[warm:-1], lrs[warm + 1:], strict=True))  # never rises
+    mid = warm + (total - warm) // 2
+    assert learning_rate(mid, total, warm, 1.0, "linear") == pytest.approx(0.5)
+    assert learning_rate(mid, total, warm, 1.0, "cosine") == pytest.approx(0.5)
+    quarter = warm + (total - warm) // 4  # cosine stays higher early, linear drops evenly
+    assert learning_rate(quarter, total, warm, 1.0, "cosine") > learning_rate(quarter, total, warm, 1.0,
+                                                                              "linear")
+    with pytest.raises(Exception, match="schedule must be one of"):
+        TrainConfig(schedule="step")
+
+
+def test_alternating_flips_show_every_image_both_ways_every_two_epochs():
+    """An image is flipped in exactly one of any two consecutive epochs; about half the images
+    are flipped in each epoch; the choice depends on the seed only (resumable)."""
+    n = 64
+    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1) * torch.linspace(0, 1, 8).view(1, 1, 1, 8)
+    images = images.expand(n, 1, 8, 8).contiguous()
+    labels = torch.zeros(n, dtype=torch.long)
+    cfg = TrainConfig(epochs=2, batch_size=n, hflip=True, alternate_flip=True, crop_padding=0, seed=3)
+    trainer = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), images, labels, cfg)
+
+    def flipped_in_epoch(epoch: int) -> torch.Tensor:
+        trainer.epoch = epoch
+        x, _, _ = trainer._batch(torch.arange(n))
+        return x[:, 0, 0, 0] > x[:, 0, 0, -1]  # each row rises left to right unless flipped
+
+    e0, e1, e2 = flipped_in_epoch(0), flipped_in_epoch(1), flipped_in_epoch(2)
+    real = images[:, 0, 0, -1] > 0  # image 0 is all zeros: flipping it changes nothing
+    assert torch.equal((e0 ^ e1)[real], torch.ones(int(real.sum()), dtype=torch.bool))
+    assert torch.equal(e0, e2) and 16 < int(e0.sum()) < 48
+    again = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), images, labels, cfg)
+    assert torch.equal(again.flip_base, trainer.flip_base)
+    with pytest.raises(Exception, match="alternate_flip needs hflip"):
+        TrainConfig(alternate_flip=True)
+
+
+def test_hflip_alternate_and_linear_schedule_from_the_command_line(capsys, tmp_path):
+    report = _run(capsys, *QUICK, "--out", str(tmp_path / "r"), "--hflip", "alternate",
+                  "--schedule", "linear", "--model", "ge2mst_cnn_tiny", "--width", "8")
+    state = torch.load(tmp_path / "r" / "trainer.pt", weights_only=False)
+    cfg = state["trainer"]["config"]
+    assert cfg["hflip"] and cfg["alternate_flip"] and cfg["schedule"] == "linear"
+    # 8 steps an epoch, 8 of warm-up: the last step is 7/8 of the way down the linear decay
+    assert report["last_epoch"]["lr"] == pytest.approx(3e-3 / 8)

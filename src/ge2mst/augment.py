@@ -9,8 +9,10 @@ import torch
 from .errors import ConfigError
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, padding: int = 0, hflip: bool = False) -> torch.Tensor:
-    """Random crop after zero padding by ``padding`` pixels, and random horizontal flips."""
+def augment(x: torch.Tensor, gen: torch.Generator, padding: int = 0, hflip: bool = False,
+            flips: torch.Tensor | None = None) -> torch.Tensor:
+    """Random crop after zero padding by ``padding`` pixels, and horizontal flips: random ones
+    with ``hflip``, or those of the boolean mask ``flips`` (B) when it is given."""
     if padding > 0:
         b, _, h, w = x.shape
         padded = torch.nn.functional.pad(x, (padding,) * 4)
@@ -20,9 +22,10 @@ def augment(x: torch.Tensor, gen: torch.Generator, padding: int = 0, hflip: bool
         cols = (dx.view(b, 1) + torch.arange(w).view(1, w)).to(x.device)
         bidx = torch.arange(b, device=x.device).view(b, 1, 1)
         x = padded.permute(0, 2, 3, 1)[bidx, rows.view(b, h, 1), cols.view(b, 1, w)].permute(0, 3, 1, 2)
-    if hflip:
-        flip = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    if flips is not None or hflip:
+        if flips is None:
+            flips = torch.rand(x.shape[0], generator=gen) < 0.5
+        x = torch.where(flips.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
     return x.contiguous()
 
 

@@ -256,7 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ramp-end", type=_positive_float, default=0.7,
                    help="fraction of training at which ClipReLU has become ExpG (p = 1)")
     p.add_argument("--crop-padding", type=_non_negative_int, default=1)
-    p.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    p.add_argument("--hflip", nargs="?", const="random", default="off",
+                   choices=("off", "random", "alternate"),
+                   help="horizontal flips: random per image (--hflip alone), or alternate: each "
+                        "image flipped in every other epoch (default: off)")
+    p.add_argument("--schedule", choices=("cosine", "linear"), default="cosine",
+                   help="learning-rate decay to 0 after the warm-up (default: cosine)")
     p.add_argument("--mixup", type=_non_negative_float, default=0.0, metavar="ALPHA",
                    help="mixup with Beta(ALPHA, ALPHA) mixing (default: off)")
     p.add_argument("--cutmix", type=_non_negative_float, default=0.0, metavar="ALPHA",

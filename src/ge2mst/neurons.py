@@ -275,6 +275,45 @@ class ExpGIF(SpikingNeuron):
         self._remember(spikes, membrane)
         return spikes
 
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer codes (signed where the neuron is) of the spike trains this neuron would
+        emit for its input ``x`` (T x B x ... currents in event mode, the membrane in collapsed
+        mode), found from the whole-window membrane by comparing with the boundaries, without the
+        spike trains; counting keeps a tally. Equal to ``book.code_of(spike(x))`` (tested)."""
+        self._check_input(x, nan=self.step_mode != "event")
+        membrane = x.detach().to(torch.float64) if self.step_mode == "collapsed" else self._window(x)
+        return self.membrane_codes(membrane)
+
+    def membrane_codes(self, membrane: torch.Tensor) -> torch.Tensor:
+        """`codes` for a whole-window membrane given directly (float64)."""
+        book, device = self.book, membrane.device
+        mag = membrane.abs() if self.signed else membrane
+        bounds = (self.delta64.to(device) * book.on("mids", device)).contiguous()
+        level = level_index(mag, bounds)
+        codes = book.on("codes", device)[level]
+        if self.signed:
+            negative = membrane < 0
+            codes = torch.where(negative, -codes, codes)
+            if self.counting:
+                self.last_tally = SpikeTally.from_levels(level + book.num_levels * negative, book,
+                                                         True)
+        elif self.counting:
+            self.last_tally = SpikeTally.from_levels(level, book, False)
+        return codes
+
+    def _window(self, currents: torch.Tensor) -> torch.Tensor:
+        """The whole-window membrane: the currents summed step by step in float64, into a tensor
+        of its own (the residual stream the currents may be is read again later), in the order
+        of torch.sum over the steps (tested); NaN refused."""
+        currents = currents.detach()
+        membrane = currents[0].to(torch.float64, copy=True)
+        for t in range(1, currents.shape[0]):
+            membrane.add_(currents[t])
+        if torch.isnan(membrane).any():
+            raise InputError(f"{type(self).__name__} received NaN input currents "
+                             "(or +inf and -inf in one window)")
+        return membrane
+
     def spike_membrane(self, membrane: torch.Tensor) -> torch.Tensor:
         """Fire from a whole-window membrane given directly (any step mode); record if asked."""
         spikes = self.fire(membrane)
@@ -307,12 +346,7 @@ class ExpGIF(SpikingNeuron):
         membrane; counting keeps a `SpikeTally` of the levels. Bit-identical to firing through the
         pattern table and weighting the spikes (tested)."""
         currents = currents.detach()
-        membrane = currents[0].to(torch.float64, copy=True)  # never the caller's tensor
-        for t in range(1, self.T):
-            membrane.add_(currents[t])  # in order, as torch.sum over the steps (tested)
-        if torch.isnan(membrane).any():
-            raise InputError(f"{type(self).__name__} received NaN input currents "
-                             "(or +inf and -inf in one window)")
+        membrane = self._window(currents)
         book, device, dtype = self.book, currents.device, currents.dtype
         mag = membrane.abs() if self.signed else membrane
         bounds = (self.delta64.to(device) * book.on("mids", device)).contiguous()

@@ -72,7 +72,15 @@ class SpikingGWSSA(GroupedAttention):
             setattr(net, part, neuron)
         return net
 
-    def _codes(self, neuron: ExpGIF, currents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _needs_spikes(self, neuron: ExpGIF) -> bool:
+        """Whether the spike trains themselves are needed (products from spikes, recording, the
+        sequential or online form); otherwise the codes come straight from the membranes."""
+        return (self.products == "spikes" or neuron.record or neuron.form != "search"
+                or neuron.online)
+
+    def _codes(self, neuron: ExpGIF, currents: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if not self._needs_spikes(neuron):
+            return None, neuron.codes(currents)
         spikes = neuron.spike(currents)
         return spikes, neuron.book.code_of(spikes)
 
@@ -87,6 +95,8 @@ class SpikingGWSSA(GroupedAttention):
             return attn_spikes["s"]
 
         def attn_codes(scores: torch.Tensor) -> torch.Tensor:
+            if not self._needs_spikes(self.attn_act):
+                return self.attn_act.membrane_codes(scores.to(torch.float64))
             return self.attn_act.book.code_of(attn_fire(scores))
 
         score_scale, out_scale = attention_spacings(self.q_act, self.k_act, self.v_act,

@@ -43,6 +43,8 @@ class TrainConfig:
     ramp_end: float = 0.7  # fraction of training at which p reaches 1
     crop_padding: int = 1
     hflip: bool = False
+    alternate_flip: bool = False  # with hflip: each image flipped in every other epoch
+    schedule: str = "cosine"  # decay after the warm-up: "cosine" or "linear", to 0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     ema_decay: float = 0.0  # 0: no moving average
@@ -67,6 +69,14 @@ class TrainConfig:
             raise ConfigError(f"crop_padding must be >= 0, got {self.crop_padding}")
         if self.ema_decay >= 1:
             raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.alternate_flip and not self.hflip:
+            raise ConfigError("alternate_flip needs hflip")
+
+
+#: learning-rate decays after the warm-up, both to 0 at the last step
+SCHEDULES = ("cosine", "linear")
 
 
 def mixing_fraction(step: int, total_steps: int, ramp_end: float) -> float:
@@ -74,11 +84,15 @@ def mixing_fraction(step: int, total_steps: int, ramp_end: float) -> float:
     return min(1.0, step / max(1.0, ramp_end * total_steps))
 
 
-def learning_rate(step: int, total_steps: int, warmup_steps: int, base: float) -> float:
+def learning_rate(step: int, total_steps: int, warmup_steps: int, base: float,
+                  schedule: str = "cosine") -> float:
+    """Linear warm-up over ``warmup_steps``, then ``schedule`` (cosine or linear) down to 0."""
     if step < warmup_steps:
         return base * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "linear":
+        return base * (1.0 - progress)
+    return base * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def world() -> tuple[int, int]:
@@ -173,6 +187,10 @@ class Trainer:
         self.steps_per_epoch = math.ceil(n / cfg.batch_size)
         self.total = cfg.epochs * self.steps_per_epoch
         self.warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
+        # alternating flips: a fixed random half of the images is flipped in even epochs, the
+        # other half in odd ones (every image seen both ways every two epochs); from the seed
+        self.flip_base = (torch.rand(n, generator=torch.Generator().manual_seed(cfg.seed + 1))
+                          < 0.5) if cfg.alternate_flip else None
         self.epoch = 0  # completed epochs
         self.step = 0
         self.history: list[dict] = []
@@ -210,8 +228,11 @@ class Trainer:
         """The global batch ``idx``, augmented and mixed on every rank alike, then this rank's
         slice: (inputs, targets for the loss, labels for the accuracy)."""
         cfg = self.cfg
+        flips = None
+        if self.flip_base is not None:
+            flips = self.flip_base[idx] ^ bool(self.epoch % 2)
         x = augment(self.images[idx.to(self.images.device)].to(self.device), self.gen,
-                    padding=cfg.crop_padding, hflip=cfg.hflip)
+                    padding=cfg.crop_padding, hflip=cfg.hflip, flips=flips)
         y = self.labels[idx.to(self.labels.device)].to(self.device)
         target = y
         if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
@@ -239,7 +260,7 @@ class Trainer:
             p = mixing_fraction(self.step, self.total, cfg.ramp_end)
             set_mixing(self.net, p)
             for group in opt.param_groups:
-                group["lr"] = learning_rate(self.step, self.total, self.warmup, cfg.lr)
+                group["lr"] = learning_rate(self.step, self.total, self.warmup, cfg.lr, cfg.schedule)
             with _autocast(self.device, cfg.amp):
                 out = model(x)
             out = out.float()
@@ -287,7 +308,8 @@ class Trainer:
             set_mixing(self.ema.module, p)
         record = {"epoch": self.epoch, "loss": loss_sum / n, "train_accuracy": correct / n,
                   "p": p if self.quantized else None,
-                  "lr": learning_rate(self.step - 1, self.total, self.warmup, cfg.lr)}
+                  "lr": learning_rate(self.step - 1, self.total, self.warmup, cfg.lr,
+                                      cfg.schedule)}
         self.history.append(record)
         return record
 

@@ -76,7 +76,9 @@ def _config(args) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                        label_smoothing=args.label_smoothing, grad_clip=args.grad_clip,
-                       ramp_end=args.ramp_end, crop_padding=args.crop_padding, hflip=args.hflip,
+                       ramp_end=args.ramp_end, crop_padding=args.crop_padding,
+                       hflip=args.hflip != "off", alternate_flip=args.hflip == "alternate",
+                       schedule=args.schedule,
                        mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, ema_decay=args.ema_decay,
                        amp=args.amp, seed=args.seed)
 
@@ -236,10 +238,12 @@ def _run(args, rank: int, size: int, device: torch.device) -> dict:
         trainer.load_state_dict(state["trainer"])
     writer = _tensorboard(out, rank == 0 and args.tensorboard, trainer.step)
     start = time.perf_counter()
+    # wall-clock seconds of the whole run, resumed sittings added up
+    before = trainer.history[-1].get("seconds") or 0.0 if trainer.history else 0.0
 
     def on_epoch_end(t: Trainer, record: dict) -> None:
         record["test_accuracy"] = t.evaluate(x_test, test_set.labels)
-        record["seconds"] = time.perf_counter() - start
+        record["seconds"] = before + time.perf_counter() - start
         if rank == 0:
             _save(t, record, run, out, cfg, writer)
             if not args.json:

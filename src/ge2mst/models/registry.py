@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 from collections.abc import Callable
 
 from torch import nn
@@ -32,8 +33,15 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
-def create_model(name: str, adapter_chans: int | None = None, **kwargs) -> nn.Module:
+def create_model(name: str, adapter_chans: int | None = None,
+                 pretrained: bool | str | os.PathLike = False, **kwargs) -> nn.Module:
     """Build the registered model ``name``; ``kwargs`` go to its builder.
+
+    ``pretrained``: ``True`` loads the weights shipped with ge2mst for ``name`` (package data,
+    sha256-checked), a path loads a ``.safetensors`` checkpoint or a ``ge2mst train`` run folder;
+    the model is then built with the checkpoint's recorded keyword arguments (``kwargs`` override
+    them; every tensor must still fit) and carries ``pretrained_cfg`` (``mean``/``std`` to
+    normalise inputs with, data, seed, ...). See `ge2mst.models.pretrained`.
 
     ``adapter_chans``: put an `InputAdapter` (a 1x1 convolution from ``adapter_chans`` channels
     onto the model's ``in_chans``) in front, e.g. to fine-tune an RGB network on event frames.
@@ -45,6 +53,8 @@ def create_model(name: str, adapter_chans: int | None = None, **kwargs) -> nn.Mo
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown model {name!r}{hint} (known: {', '.join(list_models())})")
+    if pretrained is not False and pretrained is not None:
+        return _create_pretrained(name, adapter_chans, pretrained, kwargs)
     if adapter_chans is not None and (isinstance(adapter_chans, bool) or not isinstance(adapter_chans, int)
                                       or adapter_chans < 1):
         raise ConfigError(f"adapter_chans must be a whole number >= 1, got {adapter_chans!r}")
@@ -59,4 +69,21 @@ def create_model(name: str, adapter_chans: int | None = None, **kwargs) -> nn.Mo
         kwargs["adapter_chans"] = adapter_chans
     model.model_name = name
     model.model_kwargs = dict(kwargs)
+    return model
+
+
+def _create_pretrained(name: str, adapter_chans: int | None, pretrained, kwargs: dict) -> nn.Module:
+    from ..checkpoint import read_checkpoint
+    from .pretrained import load_pretrained, resolve
+
+    path = resolve(name, pretrained)
+    tensors, config = read_checkpoint(path)
+    if config.get("model") != name:
+        raise ConfigError(f"pretrained weights {str(path)!r} are of model {config.get('model')!r}, "
+                          f"not {name!r}")
+    recorded = dict(config.get("model_kwargs", {}))
+    if adapter_chans is None:
+        adapter_chans = recorded.pop("adapter_chans", None)
+    model = create_model(name, adapter_chans=adapter_chans, **{**recorded, **kwargs})
+    load_pretrained(model, name, pretrained, config, tensors, path)
     return model
