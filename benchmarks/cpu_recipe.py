@@ -36,6 +36,7 @@ PILOTS = {
     "batch 64": {"--batch-size": "64"},
     "batch 256": {"--batch-size": "256"},
     "ramp end 0.7": {"--ramp-end": "0.7"},
+    "width 24": {"--width": "24"},
 }
 
 

@@ -138,3 +138,26 @@ def test_the_wheel_carries_the_weights_and_their_index(tmp_path):
     for entry in index.values():
         assert f"ge2mst/weights/{entry['file']}" in names
         assert f"ge2mst/weights/{entry['card']}" in names
+
+
+def test_eval_with_pretrained_equals_eval_with_the_checkpoint(tmp_path, capsys):
+    """``ge2mst eval --model NAME --pretrained PATH`` runs the very network that
+    ``--checkpoint PATH`` runs (no calibration over it), and says where its weights came from."""
+    from ge2mst.calibrate import calibrate
+    from ge2mst.cli import main
+
+    torch.manual_seed(0)
+    model = create_model("ge2mst_cnn_tiny", in_chans=1, width=8)
+    calibrate(model, [torch.randn(64, 1, 8, 8)])
+    path = save_checkpoint(tmp_path / "digits.safetensors", model, mean=[0.3], std=[0.4])
+    common = ["eval", "--data", "digits", "--limit", "60", "--json", "--no-energy"]
+    assert main([*common, "--checkpoint", str(path)]) == 0
+    by_checkpoint = json.loads(capsys.readouterr().out)
+    assert main([*common, "--model", "ge2mst_cnn_tiny", "--pretrained", str(path)]) == 0
+    by_pretrained = json.loads(capsys.readouterr().out)
+    assert by_pretrained["pretrained"] == str(path) and by_pretrained["calibrated"] is False
+    for mode in ("ann", "snn"):
+        assert by_pretrained[mode]["top1"] == by_checkpoint[mode]["top1"]
+    assert by_pretrained["max_abs_diff"] == by_checkpoint["max_abs_diff"]
+    assert main([*common, "--checkpoint", str(path), "--pretrained", str(path)]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -230,3 +230,15 @@ def test_hflip_alternate_and_linear_schedule_from_the_command_line(capsys, tmp_p
     assert cfg["hflip"] and cfg["alternate_flip"] and cfg["schedule"] == "linear"
     # 8 steps an epoch, 8 of warm-up: the last step is 7/8 of the way down the linear decay
     assert report["last_epoch"]["lr"] == pytest.approx(3e-3 / 8)
+
+
+def test_checkpoint_records_provenance_and_recipe(capsys, tmp_path):
+    """The run's checkpoint says what a figure needs beside it: commit, versions, device, start
+    time, wall seconds and the training settings."""
+    _run(capsys, *QUICK, "--out", str(tmp_path / "p"), "--model", "ge2mst_cnn_tiny", "--width", "8",
+         "--schedule", "linear")
+    config = json.loads((tmp_path / "p" / "last.json").read_text())
+    assert config["commit"] is None or len(config["commit"]) == 40
+    assert config["torch"] == torch.__version__ and "CPU" in config["device_name"]
+    assert config["training"]["schedule"] == "linear" and config["training"]["epochs"] == 2
+    assert config["seconds"] > 0 and config["started"].endswith("+00:00") and config["epoch"] == 2

@@ -87,6 +87,9 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str = "ge2mst_cnn
                    f"model, else {default_model})")
     p.set_defaults(default_model=default_model)
     p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint of the model")
+    p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="PATH",
+                   help="the weights shipped with ge2mst for --model (alone), or a checkpoint "
+                        "or run folder (see create_model(..., pretrained=...))")
     p.add_argument("--T", type=_positive_int, default=None, help="time steps (default: 4, or "
                    "the checkpoint's)")
     p.add_argument("--groups", "-G", type=_positive_int, default=None,
@@ -331,11 +334,16 @@ def load_model_for(args, data) -> tuple[torch.nn.Module, dict]:
         override["T"] = args.T
     if args.groups is not None:
         override["G"] = args.groups
+    if args.checkpoint and getattr(args, "pretrained", None) is not None:
+        raise ConfigError("give --checkpoint or --pretrained, not both")
     if args.checkpoint:
         model, config = load_checkpoint(args.checkpoint, model_name=args.model, **override)
         args.model = config["model"]
         return model, config
     args.model = args.model or args.default_model
+    if getattr(args, "pretrained", None) is not None:
+        model = create_model(args.model, pretrained=args.pretrained, **override)
+        return model, model.pretrained_cfg
     override.setdefault("T", 4)
     with torch.random.fork_rng(devices=[]):  # the probe leaves the seeded weights unchanged
         probe = create_model(args.model, num_classes=data.num_classes, in_chans=data.in_chans)
@@ -382,7 +390,9 @@ def prepare_run(args):
     model, config = load_model_for(args, data)
     batches = _normalized_batches(args, data, config)
     # an STBP baseline has no quantizer: untrained, it runs with its initial weights
-    calibrated = not args.checkpoint and getattr(model, "training_method", None) != "stbp"
+    pretrained = getattr(args, "pretrained", None)
+    calibrated = (not args.checkpoint and pretrained is None
+                  and getattr(model, "training_method", None) != "stbp")
     if calibrated:
         calib, left = [], args.calib_images
         for x, _ in batches:
@@ -393,6 +403,9 @@ def prepare_run(args):
         calibrate(model, calib, percentile=args.percentile, seed=args.seed)
     header = {"model": args.model, "checkpoint": args.checkpoint, "data": args.data,
               "split": args.split, "calibrated": calibrated, "seed": args.seed}
+    if pretrained is not None:
+        header["pretrained"] = "shipped" if pretrained is True else str(pretrained)
+        header["pretrained_sha256"] = model.pretrained_cfg["sha256"]
     return model, batches, header
 
 

@@ -26,6 +26,7 @@ import csv
 import io
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -178,6 +179,35 @@ def run_training(args) -> dict | None:
             dist.destroy_process_group()
 
 
+def _git_commit() -> str | None:
+    """The commit of the ge2mst checkout this code runs from, or None (an installed package)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def provenance(device: torch.device) -> dict:
+    """What a figure needs beside it: the code's commit and version, torch, the device, the
+    threads and the start time of the run (recorded when a run starts)."""
+    import platform
+    from datetime import UTC, datetime
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ge2mst_version = version("ge2mst")
+    except PackageNotFoundError:  # pragma: no cover - a bare source tree
+        ge2mst_version = None
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
+    return {"commit": _git_commit(), "ge2mst_version": ge2mst_version, "torch": torch.__version__,
+            "device_name": name, "started": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
 def _load(spec, args, split, limit):
     extra = {key: value for key, value in (("frames", args.frames),
                                            ("event_size", getattr(args, "event_size", None)))
@@ -223,7 +253,8 @@ def _run(args, rank: int, size: int, device: torch.device) -> dict:
             model, info = _new_model(args, train_set, mean, std, _method_of(probe, args.method))
         method = _method_of(model, args.method)
         run = {"model": model.model_name, "model_kwargs": model.model_kwargs, "data": args.data,
-               "mean": mean.tolist(), "std": std.tolist(), "method": method, **info}
+               "mean": mean.tolist(), "std": std.tolist(), "method": method, **info,
+               **provenance(device)}
     model.to(device)
     x_train = normalize(train_set.images, mean, std)
     x_test = normalize(test_set.images, mean, std)
@@ -285,7 +316,10 @@ def _save(t: Trainer, record: dict, run: dict, out: Path, cfg: TrainConfig, writ
     torch.save({"trainer": t.state_dict(), "run": run}, buffer)
     atomic_write_bytes(out / STATE, buffer.getvalue())
     save_checkpoint(out / "last.safetensors", t.final_model, mean=run["mean"], std=run["std"],
-                    data=run["data"], seed=cfg.seed, epoch=t.epoch, method=run.get("method"))
+                    data=run["data"], seed=cfg.seed, epoch=t.epoch, method=run.get("method"),
+                    seconds=record.get("seconds"), training=asdict(cfg),
+                    **{k: run[k] for k in ("commit", "ge2mst_version", "torch", "device_name", "started")
+                       if k in run})
     text = io.StringIO()
     writer_csv = csv.DictWriter(text, fieldnames=METRICS, extrasaction="ignore")
     writer_csv.writeheader()

@@ -1,0 +1,133 @@
+"""Ship a trained run as package data: ``create_model(NAME, pretrained=True)`` then loads it.
+
+    python benchmarks/ship_model.py --run runs/cifar_mini --name ge2mst_cifar_mini \\
+        --eval runs/cifar_mini/eval.json --verify runs/cifar_mini/verify.json \\
+        --command "ge2mst train ..." [--eval-command "ge2mst eval ..."]
+
+Copies the run's ``last.safetensors`` (the last epoch, never the best) to
+``src/ge2mst/weights/NAME.safetensors``, writes its model card ``NAME.md`` (command, commit,
+data sha256, seed, device, wall time, the metrics.csv summary, last-epoch ANN and SNN accuracy,
+exactness and energy from the ``ge2mst eval --json`` and ``ge2mst verify --json`` reports) and
+records the file's sha256 in ``index.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ge2mst.checkpoint import read_checkpoint  # noqa: E402
+from ge2mst.models.pretrained import sha256_of  # noqa: E402
+
+WEIGHTS = ROOT / "src" / "ge2mst" / "weights"
+
+
+def card(name: str, config: dict, rows: list[dict], ev: dict, ver: dict | None, args,
+         data_sha: str | None, params: int) -> str:
+    snn, ann = ev.get("snn", {}), ev.get("ann", {})
+    energy = snn.get("energy", {})
+    last = rows[-1]
+    hours = float(last["seconds"]) / 3600 if last.get("seconds") else None
+    lines = [
+        f"# {name}: model card",
+        "",
+        f"A Ge²mS-T network for CIFAR-10 (32×32), {params / 1e6:.2f} M parameters, T = "
+        f"{ev.get('T')}, G = {ev.get('groups')}, trained with ge2mst's progressive ClipReLU → ExpG "
+        "schedule and converted to ExpG-IF neurons. These are the weights of the **last epoch**.",
+        "",
+        "```python",
+        f'model = ge2mst.create_model("{name}", pretrained=True)   # mean/std: model.pretrained_cfg',
+        "```",
+        "",
+        "## Results (CIFAR-10 JPEG test split of ../shared/data, "
+        f"{ev.get('images')} images)",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| SNN top-1 (`ge2mst eval`, event mode, {ev.get('dtype')}) | {snn.get('top1', 0):.2%} |",
+        f"| ANN top-1 | {ann.get('top1', 0):.2%} |",
+        f"| prediction agreement SNN = ANN | {ev.get('agreement')} |",
+        f"| largest logit difference | {ev.get('max_abs_diff')} |",
+    ]
+    if ver is not None:
+        lines += [f"| `ge2mst verify --strict` exact | {ver.get('exact')} ({ver.get('code_mismatches')} of "
+                  f"{ver.get('codes_compared')} neuron codes differ) |"]
+    if energy:
+        lines += [f"| energy per image ({energy.get('preset')}) | {energy.get('energy_mj', 0) * 1e3:.3f} µJ "
+                  f"(ANN {energy.get('ann_energy_mj', 0) * 1e3:.3f} µJ, "
+                  f"{energy.get('energy_ratio', 0):.2f}× less) |",
+                  f"| spikes per neuron | {energy.get('spikes_per_neuron', 0):.3f} |",
+                  f"| SOPs / MACs per image | {energy.get('sops', 0) / 1e6:.2f} M / "
+                  f"{energy.get('macs', 0) / 1e6:.2f} M |"]
+    lines += [
+        "",
+        "## How it was made",
+        "",
+        f"- command (from a fresh clone, after `pip install -e .`): `{args.command}`",
+        f"- evaluated with: `{args.eval_command}`" if args.eval_command else "",
+        f"- commit {config.get('commit')}, ge2mst {config.get('ge2mst_version')}, "
+        f"torch {config.get('torch')}",
+        f"- device: {config.get('device_name')}; wall time {hours:.2f} h over all sittings "
+        "(`--resume`)" if hours is not None else f"- device: {config.get('device_name')}",
+        f"- data: `{config.get('data')}`" + (f", sha256 {data_sha}" if data_sha else ""),
+        f"- seed {config.get('seed')}, {config.get('epoch')} epochs; training settings: "
+        f"`{json.dumps(config.get('training', {}), sort_keys=True)}`",
+        f"- weights sha256 {sha256_of(WEIGHTS / f'{name}.safetensors')}",
+        "",
+        "## Training curve (metrics.csv)",
+        "",
+        "| epoch | loss | train top-1 | test top-1 (ANN, held-out subset) | p | lr | hours |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    step = max(1, len(rows) // 12)
+    for r in rows[::step] + ([rows[-1]] if (len(rows) - 1) % step else []):
+        lines.append(f"| {r['epoch']} | {float(r['loss']):.4f} | {float(r['train_accuracy']):.2%} | "
+                     f"{float(r['test_accuracy']):.2%} | {r['p']} | {float(r['lr']):.2e} | "
+                     f"{float(r['seconds']) / 3600:.2f} |")
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run", required=True, help="the ge2mst train run folder")
+    parser.add_argument("--name", required=True, help="the registered model name")
+    parser.add_argument("--eval", required=True, help="ge2mst eval --json report on the test split")
+    parser.add_argument("--verify", help="ge2mst verify --json report")
+    parser.add_argument("--command", required=True, help="the ge2mst train command of the run")
+    parser.add_argument("--eval-command", default=None)
+    args = parser.parse_args()
+    run = Path(args.run)
+    tensors, config = read_checkpoint(run / "last.safetensors")
+    if config.get("model") != args.name:
+        raise SystemExit(f"the run trained {config.get('model')!r}, not {args.name!r}")
+    with open(run / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    ev = json.loads(Path(args.eval).read_text())
+    ver = json.loads(Path(args.verify).read_text()) if args.verify else None
+    data = Path(config.get("data", ""))
+    data_sha = sha256_of(data) if data.is_file() else None
+    WEIGHTS.mkdir(exist_ok=True)
+    shutil.copy(run / "last.safetensors", WEIGHTS / f"{args.name}.safetensors")
+    params = sum(t.numel() for k, t in tensors.items() if not k.endswith(("running_mean", "running_var",
+                                                                          "num_batches_tracked")))
+    text = card(args.name, config, rows, ev, ver, args, data_sha, params)
+    (WEIGHTS / f"{args.name}.md").write_text(text)
+    index_path = WEIGHTS / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    index[args.name] = {"file": f"{args.name}.safetensors", "card": f"{args.name}.md",
+                        "sha256": sha256_of(WEIGHTS / f"{args.name}.safetensors"),
+                        "snn_top1": ev.get("snn", {}).get("top1"), "test_images": ev.get("images"),
+                        "data_sha256": data_sha}
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
