@@ -94,15 +94,13 @@ class Synapse(nn.Module):
             return self.layer(x)
         T = x.shape[0]
         flat = x.flatten(0, 1)
+        # the bias spread over the window, b / T at every step, added by the kernel itself
+        bias = self.layer.bias / T if self.layer.bias is not None else None
         if isinstance(self.layer, nn.Conv2d):
-            out = self.layer._conv_forward(flat, self.layer.weight, None)
+            out = self.layer._conv_forward(flat, self.layer.weight, bias)
         else:
-            out = nn.functional.linear(flat, self.layer.weight)
-        out = out.unflatten(0, (T, x.shape[1]))
-        if self.layer.bias is not None:
-            shape = (1, 1, -1) + (1,) * (out.dim() - 3)
-            out = out + (self.layer.bias / T).view(shape)
-        return out
+            out = nn.functional.linear(flat, self.layer.weight, bias)
+        return out.unflatten(0, (T, x.shape[1]))
 
     def extra_repr(self) -> str:
         return f"step_mode={self.step_mode}"
