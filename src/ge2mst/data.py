@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._files import sha256_of
 from .errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -423,7 +424,7 @@ def _extract(archive: Path, cache_dir: str | os.PathLike[str] | None) -> Path:
         raise DataError(f"cannot write to the cache folder {str(cache)!r} ({exc}): pass "
                         "cache_dir or set GE2MST_CACHE to a writable folder") from None
     try:
-        digest = _sha256(archive)
+        digest = sha256_of(archive)
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(tmp, filter="data")
         marker = {"archive": str(archive.resolve()), "sha256": digest, "size": stat.st_size,
@@ -467,15 +468,6 @@ def _remove_stale_partials(cache: Path, target_name: str) -> None:
                     shutil.rmtree(entry, ignore_errors=True)
             except OSError:
                 pass
-
-
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _unwrap(root: Path) -> Path:

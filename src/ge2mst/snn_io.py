@@ -17,7 +17,6 @@ detected on loading because the JSON must equal the embedded description.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._files import sha256_of
 from .checkpoint import FORMAT as ANN_FORMAT
 from .checkpoint import atomic_write_bytes, load_checkpoint, load_state_strictly, read_safetensors
 from .convert import ConversionOptions, SpikingNetwork, convert
@@ -35,14 +35,6 @@ FORMAT = "ge2mst-snn/1"
 #: the keyword arguments of `convert` recorded in the description
 CONVERT_KEYS = ("form", "step_mode", "encoding", "online", "T", "attention_products")
 _METADATA_KEY = "ge2mst_snn"
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _version() -> str:

@@ -13,12 +13,12 @@ normalise inputs with, ``data``, ``seed``, ``epoch``, ...) plus ``source`` and `
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from importlib import resources
 from pathlib import Path
 
+from .._files import sha256_of
 from ..errors import CheckpointError
 
 #: the package data folder of the shipped weights, inside ``ge2mst``
@@ -39,14 +39,6 @@ def shipped_weights() -> dict[str, dict]:
     except ValueError as exc:
         raise CheckpointError(f"the index of ge2mst's shipped weights is corrupt ({exc}); "
                               "reinstall ge2mst") from None
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shipped_path(name: str) -> Path:
