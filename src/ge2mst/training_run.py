@@ -204,7 +204,7 @@ def provenance(device: torch.device) -> dict:
         ge2mst_version = None
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
-    return {"commit": _git_commit(), "ge2mst_version": ge2mst_version, "torch": torch.__version__,
+    return {"commit": _git_commit(), "ge2mst_version": ge2mst_version, "torch": str(torch.__version__),
             "device_name": name, "started": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
