@@ -80,7 +80,7 @@ def resolve(name: str, pretrained: bool | str | os.PathLike) -> Path:
 def load_pretrained(model, name: str, pretrained: bool | str | os.PathLike, config: dict,
                     tensors: dict, path: Path) -> None:
     """Load ``tensors`` (read from ``path``) strictly into ``model`` and attach ``pretrained_cfg``."""
-    from ..checkpoint import load_state_strictly
+    from .._weights import load_state_strictly
 
     load_state_strictly(model, tensors, f"pretrained weights {str(path)!r}", f"model {name!r}")
     model.pretrained_cfg = {**config, "source": "shipped" if pretrained is True else str(path),

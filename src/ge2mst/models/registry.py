@@ -73,7 +73,7 @@ def create_model(name: str, adapter_chans: int | None = None,
 
 
 def _create_pretrained(name: str, adapter_chans: int | None, pretrained, kwargs: dict) -> nn.Module:
-    from ..checkpoint import read_checkpoint
+    from .._weights import read_checkpoint
     from .pretrained import load_pretrained, resolve
 
     path = resolve(name, pretrained)
