@@ -1,21 +1,33 @@
 """Accuracy after the same training budget: Ge2mS-T (progressive ExpG, one forward pass per image)
-against STBP Spikformer (backpropagation through T steps), both through `ge2mst train`.
+against STBP Spikformer (backpropagation through T steps) and a QCFS CNN (vanilla IF), all through
+`ge2mst train` on the same data with the same recipe.
 
-    python benchmarks/budget.py --data ../shared/data/cifar10-jpg.tar.gz --epochs 10
+    python benchmarks/budget.py --minutes 45                   # the same wall-clock for each
+    python benchmarks/budget.py --epochs 8 --train-limit 5000  # the same epochs for each
 
-A CPU-sized miniature of the comparison the paper makes on GPUs: ge2mst_cifar_tiny (0.29 M
-parameters, T = 4, G = 2) and spikformer_tiny widened to D = 96 (0.36 M, T = 4), the same CIFAR-10
-training images (``--train-limit``), epochs, batch, learning-rate schedule, augmentation and seed.
-Reports the wall-clock of each run and its last-epoch test accuracy (Ge2mS-T: ANN and converted
-SNN, which must be equal; Spikformer: the spiking network itself). Writes benchmarks/budget.json
-and keeps the two run folders (weights, metrics.csv) under ``--out``.
+A CPU-sized version of the comparison the paper makes on GPUs: ge2mst_cifar_tiny (0.29 M
+parameters, T = 4, G = 2), spikformer_tiny widened to D = 96 (0.36 M, T = 4) and, with ``--only``
+naming it, ge2mst_cnn_tiny with QCFS quantizers (L = T = 8, vanilla IF neurons after conversion).
+
+With ``--minutes``, each network's epochs are chosen so that its run fills the budget: two short
+probe runs (one epoch of ``--probe`` and of 3 x ``--probe`` images) give its images per second and
+its fixed cost (start, data, evaluation), and the run then takes the most whole epochs of the
+training images that fit (fewer images per epoch when not even two epochs fit). The wall-clock of
+each run is measured and reported beside the budget.
+
+After training, each network's last-epoch weights are scored by `ge2mst eval --mode both` on
+``--eval-limit`` test images (not part of the budget): top-1 of the ANN and of the spiking network,
+their agreement, energy per image and spikes per neuron counted from the emitted spikes. Writes
+benchmarks/budget.json (or ``--json``) and, with ``--plot``, accuracy against energy per image.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -27,45 +39,147 @@ from ge2mst.checkpoint import portable_path
 
 HERE = Path(__file__).resolve().parent
 RUNS = {
-    "Ge2mS-T tiny (progressive ExpG)": ["--model", "ge2mst_cifar_tiny", "--T", "4", "--groups", "2"],
-    "Spikformer tiny D=96 (STBP)": ["--model", "spikformer_tiny", "--T", "4",
-                                    "--model-arg", "embed_dim=96"],
+    "ge2mst": ("Ge2mS-T tiny (progressive ExpG)",
+               ["--model", "ge2mst_cifar_tiny", "--T", "4", "--groups", "2"]),
+    "spikformer": ("Spikformer tiny D=96 (STBP)",
+                   ["--model", "spikformer_tiny", "--T", "4", "--model-arg", "embed_dim=96"]),
+    "qcfs": ("QCFS CNN tiny (vanilla IF)",
+             ["--model", "ge2mst_cnn_tiny", "--T", "8", "--model-arg", "quantizer=qcfs"]),
 }
+# The CPU recipe of issue 15 (benchmarks/RESULTS.md), without the weight average: an EMA horizon of
+# 1,000 steps is longer than some of these runs.
+RECIPE = ["--batch-size", "128", "--lr", "3e-3", "--weight-decay", "0.05", "--warmup-epochs", "1",
+          "--schedule", "linear", "--label-smoothing", "0.1", "--crop-padding", "4",
+          "--hflip", "alternate"]
+
+
+def _run(cmd: list[str]) -> tuple[dict, float]:
+    """Run one ``ge2mst`` command with ``--json``; its report and its wall-clock seconds."""
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode not in (0, 1):  # 1: trained, but the conversion was not exact
+        raise SystemExit(f"{' '.join(cmd[2:6])} ... failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout[done.stdout.index("{"):]), seconds
+
+
+def _train_command(args, extra: list[str], out: Path, epochs: int, images: int) -> list[str]:
+    return [sys.executable, "-m", "ge2mst.cli", "train", "--data", args.data, "--epochs", str(epochs),
+            "--train-limit", str(images), "--limit", str(args.limit), "--seed", str(args.seed),
+            *RECIPE, "--json", "--no-tensorboard", "--out", str(out), *extra]
+
+
+def plan_epochs(args, extra: list[str], out: Path) -> dict:
+    """Images per second and fixed seconds of one network's runs, from two one-epoch probes, and
+    the epochs (of how many images) that fill ``args.minutes``."""
+    small, large = args.probe, 3 * args.probe
+    seconds = []
+    for images in (small, large):
+        probe = out / f"probe_{images}"
+        shutil.rmtree(probe, ignore_errors=True)  # scratch runs of this script's own
+        seconds.append(_run(_train_command(args, extra, probe, 1, images))[1])
+        shutil.rmtree(probe)
+    t_small, t_large = seconds
+    rate = (large - small) / max(t_large - t_small, 1e-3)
+    fixed = max(0.0, t_small - small / rate)
+    usable = max(0.0, 0.97 * args.minutes * 60 - fixed)  # a margin for per-epoch evaluation
+    images = args.train_limit
+    epochs = math.floor(rate * usable / images)
+    if epochs < 2:  # not two epochs of the whole set: two epochs of as many images as fit
+        epochs, images = 2, max(args.probe, int(rate * usable / 2))
+    return {"images_per_s": rate, "fixed_seconds": fixed, "epochs": epochs, "train_images": images}
+
+
+def evaluate(args, out: Path) -> dict:
+    """`ge2mst eval --mode both` of a run's last-epoch weights on ``--eval-limit`` test images."""
+    cmd = [sys.executable, "-m", "ge2mst.cli", "eval", "--checkpoint", str(out / "last.safetensors"),
+           "--data", args.data, "--limit", str(args.eval_limit), "--mode", "both", "--json"]
+    report, _ = _run(cmd)
+    snn = report["snn"]
+    return {"eval_command": " ".join(_shown(args, cmd, out)), "test_images": report["images"],
+            "ann_top1": report.get("ann", {}).get("top1"), "snn_top1": snn["top1"],
+            "agreement": report.get("agreement"), "T": report["T"], "method": report["method"],
+            "energy_mj": snn["energy"]["energy_mj"], "sops": snn["energy"]["sops"],
+            "macs": snn["energy"]["macs"],
+            "spikes_per_neuron": snn["energy"]["spikes_per_neuron"]}
+
+
+def _shown(args, cmd: list[str], out: Path) -> list[str]:
+    """A command as recorded: ``ge2mst ...`` with paths relative to the working directory."""
+    paths = {args.data, str(out), str(out / "last.safetensors")}
+    return ["ge2mst", *(portable_path(part) if part in paths else part for part in cmd[3:])]
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, run in results["runs"].items():
+        if "snn_top1" not in run:
+            continue
+        ax.scatter(run["energy_mj"], 100 * run["snn_top1"], s=40)
+        ax.annotate(f"{label}\n{run['epochs']} ep, {run['seconds'] / 60:.0f} min",
+                    (run["energy_mj"], 100 * run["snn_top1"]), fontsize=7,
+                    xytext=(5, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.margins(x=0.4, y=0.15)
+    ax.set_xlabel("energy per image, mJ (45 nm fp32, counted from emitted spikes)")
+    ax.set_ylabel(f"SNN top-1 on {results['eval_images']} CIFAR-10 test images, %")
+    budget = f"{results['minutes']} min each" if results.get("minutes") else \
+        f"{results['epochs']} epochs each"
+    ax.set_title(f"Same training budget ({budget}), {results['device']}", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/cifar10-jpg.tar.gz"))
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--train-limit", type=int, default=5000)
-    parser.add_argument("--limit", type=int, default=1000)
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--minutes", type=float, help="the same wall-clock for each network")
+    budget.add_argument("--epochs", type=int, help="the same epochs for each network")
+    parser.add_argument("--train-limit", type=int, default=50000, help="training images per epoch")
+    parser.add_argument("--limit", type=int, default=1000, help="test images scored after each epoch")
+    parser.add_argument("--eval-limit", type=int, default=5000, help="test images of the final eval")
+    parser.add_argument("--probe", type=int, default=1280, help="images of the smaller probe run")
+    parser.add_argument("--only", nargs="+", choices=list(RUNS), default=["ge2mst", "spikformer"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/budget")
+    parser.add_argument("--json", default=str(HERE / "budget.json"))
+    parser.add_argument("--plot", help="write accuracy against energy per image as a PNG")
     args = parser.parse_args()
     results = {"device": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch "
-                         f"{torch.__version__}", "epochs": args.epochs,
-               "train_images": args.train_limit, "test_images": args.limit, "seed": args.seed,
-               "runs": {}}
-    for label, extra in RUNS.items():
-        out = Path(args.out) / extra[1]
-        cmd = [sys.executable, "-m", "ge2mst.cli", "train", "--data", args.data, "--epochs",
-               str(args.epochs), "--train-limit", str(args.train_limit), "--limit", str(args.limit),
-               "--seed", str(args.seed), "--hflip", "--crop-padding", "4", "--json",
-               "--no-tensorboard", "--out", str(out), *extra]
-        start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        if done.returncode not in (0, 1):
-            raise SystemExit(f"{label} failed:\n{done.stderr[-3000:]}")
-        report = json.loads(done.stdout[done.stdout.index("{"):])
-        shown = [portable_path(part) if part in (args.data, str(out)) else part for part in cmd[1:]]
-        results["runs"][label] = {"command": " ".join(shown), "seconds": seconds,
-                                  "ann_accuracy": report["ann_accuracy"],
-                                  "snn_accuracy": report["snn_accuracy"], "exact": report["exact"],
-                                  "last_epoch": report["last_epoch"]}
-        print(f"{label}: {seconds:.0f} s, ANN {report['ann_accuracy']}, SNN {report['snn_accuracy']}",
+                         f"{torch.__version__}", "minutes": args.minutes, "epochs": args.epochs,
+               "recipe": " ".join(RECIPE), "test_images_per_epoch": args.limit,
+               "eval_images": args.eval_limit, "seed": args.seed, "runs": {}}
+    earlier = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else {}
+    if all(earlier.get(k) == results[k] for k in ("minutes", "epochs", "recipe", "eval_images")):
+        results["runs"] = earlier.get("runs", {})  # the same budget: add to the runs already there
+    for key in args.only:
+        label, extra = RUNS[key]
+        out = Path(args.out) / key
+        if args.minutes:
+            plan = plan_epochs(args, extra, out)
+            epochs, images = plan["epochs"], plan["train_images"]
+        else:
+            plan, epochs, images = {}, args.epochs, args.train_limit
+        cmd = _train_command(args, extra, out / "run", epochs, images)
+        report, seconds = _run(cmd)
+        run = {"command": " ".join(_shown(args, cmd, out / "run")), "seconds": seconds,
+               "epochs": epochs, "train_images": images, **{f"plan_{k}": v for k, v in plan.items()},
+               "last_epoch": report["last_epoch"]}
+        run.update(evaluate(args, out / "run"))
+        results["runs"][label] = run
+        print(f"{label}: {epochs} epochs of {images} images in {seconds:.0f} s; SNN top-1 "
+              f"{run['snn_top1']:.4f} on {run['test_images']} images, {run['energy_mj']:.4f} mJ",
               flush=True)
-        (HERE / "budget.json").write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    if args.plot:
+        plot(results, Path(args.plot))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,20 @@ from ge2mst import (
     create_model,
     set_time_steps,
 )
+from ge2mst.attention import SSA
+from ge2mst.convert import ConversionOptions
+from ge2mst.errors import ConfigError
 from ge2mst.layers import ConvBN, Synapse, TimeDistributed
-from ge2mst.quant import quantizers
+from ge2mst.mapping import (
+    DEFAULT_SPIKING_MAPPING,
+    builder_for,
+    expg_neuron,
+    refuse_batchnorm,
+    synapse,
+    time_distributed,
+)
+from ge2mst.quant import ExpIFQuant, QCFSQuant, quantizers
+from ge2mst.spiking_attention import SpikingGWSSA
 from ge2mst.verify import verify
 
 
@@ -189,3 +201,114 @@ def test_spiking_network_rejects_bad_images(digits):
         snn(torch.full((2, 1, 8, 8), float("nan")))
     with pytest.raises(InputError, match="floating-point"):
         snn(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+
+
+# ---- conversion rules as data ----------------------------------------------------------------
+class _Halve(nn.Module):
+    """A stateless linear module that no default rule knows."""
+
+    def forward(self, x):
+        return x / 2
+
+
+class _HalveAgain(_Halve):
+    pass
+
+
+def test_default_rules_resolve_subclasses_through_the_mro():
+    assert builder_for(SSA(8, 2), DEFAULT_SPIKING_MAPPING) == SpikingGWSSA.from_ann
+    assert builder_for(SignedExpGQuant(), DEFAULT_SPIKING_MAPPING) is expg_neuron
+    assert builder_for(ExpIFQuant(), DEFAULT_SPIKING_MAPPING) is expg_neuron
+    assert builder_for(nn.BatchNorm1d(3), DEFAULT_SPIKING_MAPPING) is refuse_batchnorm
+    assert builder_for(nn.Linear(2, 2), DEFAULT_SPIKING_MAPPING) is synapse
+    assert builder_for(nn.ReLU(), DEFAULT_SPIKING_MAPPING) is None
+    assert builder_for(nn.Sequential(), DEFAULT_SPIKING_MAPPING) is None
+
+
+def test_a_user_mapping_extends_and_overrides_the_default_rules(digits):
+    x, _ = digits
+    torch.manual_seed(3)
+    model = nn.Sequential(ConvBN(1, 8, 3), ExpGQuant(4, 2), _Halve(), ConvBN(8, 8, 3),
+                          ExpIFQuant(4), _HalveAgain(), nn.AvgPool2d(2), nn.Flatten(1),
+                          nn.Linear(8 * 16, 10)).double()
+    calibrate(model, [x[:200].double()])
+    model.eval()
+    with pytest.raises(ConversionError, match=r"'2' \(_Halve\)"):
+        convert(model)  # no rule for _Halve by default
+    seen = []
+
+    def halve(module, options, name):  # extends: a new class (and its subclass, by the MRO)
+        seen.append((type(module).__name__, name, options.form))
+        return time_distributed(module, options, name)
+
+    def sequential_neuron(q, options, name):  # overrides: ExpGQuant and its subclass ExpIFQuant
+        return ExpGIF.from_quantizer(q, form="sequential", name=name)
+
+    mapping = {_Halve: halve, ExpGQuant: sequential_neuron}
+    snn = convert(model, mapping=mapping).double()
+    assert seen == [("_Halve", "2", "search"), ("_HalveAgain", "5", "search")]
+    assert [(name, n.form, n.G) for name, n in snn.neurons()] == [("1", "sequential", 2),
+                                                                 ("4", "sequential", 1)]
+    assert isinstance(snn.body[2], TimeDistributed) and isinstance(snn.body[5], TimeDistributed)
+    out = snn(x.double())
+    torch.testing.assert_close(out, model(x.double()), rtol=1e-12, atol=1e-12)
+    # the default rules are untouched, and a module's own to_spiking still comes first
+    assert DEFAULT_SPIKING_MAPPING[ExpGQuant] is expg_neuron and _Halve not in DEFAULT_SPIKING_MAPPING
+    assert all(n.form == "search" for _, n in convert(model, mapping={_Halve: halve}).neurons())
+
+    class _Own(_Halve):
+        def to_spiking(self, options, name=""):
+            return nn.Identity()
+
+    own = convert(nn.Sequential(ExpGQuant(), _Own()), mapping={_Halve: halve, _Own: halve})
+    assert isinstance(own.body[1], nn.Identity)
+
+
+@pytest.mark.parametrize("mapping", [[(nn.ReLU, synapse)], {"ReLU": synapse}, {int: synapse},
+                                     {nn.ReLU: "synapse"}])
+def test_a_malformed_mapping_is_refused(mapping):
+    with pytest.raises(ConfigError, match="mapping"):
+        convert(nn.Sequential(nn.Conv2d(1, 2, 3), ExpGQuant()), mapping=mapping)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(form="magic"), "form must be one of"), (dict(step_mode="lazy"), "step_mode must be"),
+    (dict(encoding="twice"), "encoding must be"), (dict(attention_products="floats"),
+                                                   "attention_products must be"),
+    (dict(T=0), "T must be a whole number >= 1"), (dict(T=2.0), "T must be a whole number"),
+    (dict(T=True), "T must be a whole number"),
+])
+def test_conversion_options_refuse_bad_values_themselves(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        ConversionOptions(**kwargs)
+    with pytest.raises(ConfigError, match=match):  # and convert, with the same words
+        convert(nn.Sequential(nn.Conv2d(1, 2, 3), ExpGQuant()), **kwargs)
+
+
+def test_conversion_options_keep_good_values():
+    assert ConversionOptions() == ConversionOptions("search", "event", "once", False, None, "codes")
+    options = ConversionOptions(form="sequential", step_mode="collapsed", encoding="repeat", T=8,
+                                attention_products="spikes")
+    assert (options.form, options.T, type(options.T)) == ("sequential", 8, int)
+
+
+def test_neurons_build_themselves_from_quantizers_and_refuse_what_they_cannot_reproduce():
+    q = SignedExpGQuant(8, 4, lam=0.75)
+    n = ExpGIF.from_quantizer(q, form="sequential", name="q")
+    assert (n.T, n.G, n.signed, n.form, n.online, float(n.lam)) == (8, 4, True, "sequential",
+                                                                   False, 0.75)
+    v = IFNeuron.from_quantizer(QCFSQuant(6, lam=2.0))
+    assert (v.T, float(v.lam)) == (6, 2.0)
+    assert IFNeuron.from_quantizer(QCFSQuant(6, lam=2.0), T=16).T == 16
+    mixed = ExpGQuant(4, 2, p=0.5)
+    with pytest.raises(ConversionError, match=r"'a.b' still mixes .* \(p = 0.5\)"):
+        ExpGIF.from_quantizer(mixed, name="a.b")
+    for bad in (0.0, float("nan"), -1.0):
+        q = QCFSQuant(4)
+        q.lam.data.fill_(bad)
+        with pytest.raises(ConversionError, match=r"'x' has lambda = .*: it must be positive"):
+            IFNeuron.from_quantizer(q, name="x")
+    with pytest.raises(ConversionError, match="cannot reproduce quantizer QCFSQuant"):
+        ExpGIF.from_quantizer(QCFSQuant(4), name="y")
+    with pytest.raises(ConversionError, match="cannot reproduce quantizer ExpGQuant"):
+        IFNeuron.from_quantizer(ExpGQuant(4, 2), name="z")

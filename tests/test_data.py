@@ -19,8 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import ge2mst.data as data_module
+import ge2mst.data.folders as folders_module
 from ge2mst.data import ImageDataset, load_dataset, normalize
+from ge2mst.data.dataset import balanced_choice
 from ge2mst.errors import DataError
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
@@ -134,25 +135,25 @@ def test_limit_fills_up_from_larger_classes(tmp_path):
        seed=st.integers(0, 2**31))
 def test_balanced_choice_properties(sizes, limit, seed):
     labels = [y for y, n in enumerate(sizes) for _ in range(n)]
-    picked = data_module._balanced_choice(labels, limit, seed)
+    picked = balanced_choice(labels, limit, seed)
     assert len(picked) == min(limit, len(labels)) and len(set(picked)) == len(picked)
     counts = Counter(labels[i] for i in picked)
     short = [y for y, n in enumerate(sizes) if counts[y] < n]  # classes not used up
     if short:
         assert max(counts.values()) - min(counts[y] for y in short) <= 1
-    assert picked == data_module._balanced_choice(labels, limit, seed)
+    assert picked == balanced_choice(labels, limit, seed)
 
 
 def test_limit_decodes_only_the_chosen_files(tmp_path, monkeypatch):
     root = _folder(tmp_path / "d", per_class=20)
     decoded: list[str] = []
-    real = data_module._decode
+    real = folders_module._decode
 
     def counting(file):
         decoded.append(file)
         return real(file)
 
-    monkeypatch.setattr(data_module, "_decode", counting)
+    monkeypatch.setattr(folders_module, "_decode", counting)
     data = load_dataset(str(root), limit=5, seed=3)
     assert len(decoded) == 5 and len(data) == 5
 

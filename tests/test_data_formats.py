@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-import ge2mst.cifar_batches as cb
+import ge2mst.data.cifar as cb
 from ge2mst.data import load_dataset
-from ge2mst.dvs import Events, events_to_frames, load_dvs, read_events
+from ge2mst.data.dvs import Events, events_to_frames, load_dvs, read_events
 from ge2mst.errors import DataError
 
 # ---- CIFAR python batches -----------------------------------------------------------------------
@@ -209,7 +209,7 @@ def _npz(path: Path, t, x, y, p) -> Path:
 
 def _aedat(path: Path, t, x, y, p) -> Path:
     """AEDAT 2.0: '#' header lines, then big-endian (address, timestamp) uint32 pairs with
-    address = y << 8 | (127 - x) << 1 | p (the layout ge2mst.dvs documents)."""
+    address = y << 8 | (127 - x) << 1 | p (the layout ge2mst.data.dvs documents)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     body = b"".join(struct.pack(">II", (yy << 8) | ((127 - xx) << 1) | pp, tt)
                     for tt, xx, yy, pp in zip(t, x, y, p, strict=True))

@@ -298,7 +298,7 @@ def test_tally_counts_equal_spike_train_counts_on_real_images(cache_dir, checkpo
     recorded spike trains, to the last digit, and the same logits."""
     from ge2mst.checkpoint import load_checkpoint
     from ge2mst.data import load_dataset, normalize
-    from ge2mst.evaluate import default_encoding
+    from ge2mst.kinds import default_encoding
 
     model, config = load_checkpoint(ROOT / "checkpoints" / f"{checkpoint}.safetensors")
     data = load_dataset(str(CIFAR), split="test", limit=48, cache_dir=cache_dir, progress=False)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ge2mst.augment import _beta_sample, _gamma_sample, mix_batch
+from ge2mst.data.augment import _beta_sample, _gamma_sample, mix_batch
 from ge2mst.errors import ConfigError
 
 K = 10

@@ -4,6 +4,7 @@ Train with ExpG quantizers (one ordinary forward pass per image, whatever T is),
 `convert`, run the spiking network event by event, and count what it costs.
 """
 
+from ._version import __version__
 from .calibrate import calibrate
 from .coding import ExpGCodeBook, UniformCodeBook, expg_codebook, uniform_codebook
 from .convert import SpikingNetwork, convert
@@ -28,12 +29,10 @@ from .quant import (
     set_time_steps,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
     "CheckpointError", "ConfigError", "ConversionError", "DataError", "ExpGCodeBook", "ExpGIF",
     "ExpGQuant", "ExpIFQuant", "Ge2msError", "IFNeuron", "InputError", "QCFSQuant", "Quantizer",
     "SignedExpGQuant", "SpikingNetwork", "SpikingNeuron", "UniformCodeBook", "calibrate",
     "convert", "create_model", "expg_codebook", "list_models", "quantize", "register_model",
-    "set_mixing", "set_time_steps", "uniform_codebook",
+    "set_mixing", "set_time_steps", "uniform_codebook", "__version__",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -15,4 +16,17 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["sha256_of"]
+def progress(items: Iterable, desc: str, enabled: bool, total: int | None = None,
+             unit: str = "it") -> Iterable:
+    """``items`` behind a tqdm bar (cleared when done) when ``enabled`` and tqdm is installed,
+    else ``items`` itself; ``total`` is the bar's length (default ``len(items)`` where defined)."""
+    if not enabled:
+        return items
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc, total=total, unit=unit, leave=False)
+
+
+__all__ = ["progress", "sha256_of"]

@@ -34,6 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ._checks import whole_number
 from .coding import level_spacing
 from .errors import ConfigError, InputError
 from .layers import ConvBN
@@ -122,10 +123,8 @@ class GroupedAttention(nn.Module):
     def __init__(self, dim: int, heads: int, global_ratio: float = 0.5, k: int | None = None,
                  window: int | None = None) -> None:
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ConfigError(f"dim must be a whole number >= 1, got {dim!r}")
-        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
-            raise ConfigError(f"heads must be a whole number >= 1, got {heads!r}")
+        whole_number("dim", dim)
+        whole_number("heads", heads)
         if dim % heads:
             raise ConfigError(f"dim = {dim} is not divisible by heads = {heads}")
         n_global = heads * global_ratio
@@ -135,9 +134,8 @@ class GroupedAttention(nn.Module):
         if (k is None) == (window is None):
             raise ConfigError("give exactly one of k (groups per side) and window (group side)")
         for name, value in (("k", k), ("window", window)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+            if value is not None:
+                whole_number(name, value)
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
         self.global_heads = int(round(n_global))
         self.global_ratio = global_ratio
@@ -254,11 +252,6 @@ class GWSSA(GroupedAttention):
             return exact_group_attention(a, b, c, score_scale, attn_codes, out_scale)[0]
 
         return op
-
-    def to_spiking(self, options, name: str = "") -> nn.Module:
-        from .spiking_attention import SpikingGWSSA
-
-        return SpikingGWSSA.from_ann(self, options, name)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, conv_branch={self.conv is not None}"

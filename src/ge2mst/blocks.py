@@ -16,16 +16,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from ._checks import whole_number
 from .attention import GWSSA, SSA
-from .errors import ConfigError
 from .layers import ConvBN
 from .quant import ExpGQuant
 
 
 def _ratio(r: int) -> int:
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ConfigError(f"expansion ratios must be whole numbers >= 1, got {r!r}")
-    return r
+    return whole_number("an expansion ratio", r)
 
 
 class Residual(nn.Module):

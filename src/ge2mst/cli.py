@@ -17,6 +17,7 @@ import torch
 from . import __version__
 from .energy import PRESETS
 from .errors import ConfigError, Ge2msError
+from .kinds import is_stbp
 
 
 def _int_type(minimum: int):
@@ -313,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input side (default: the model's, e.g. 224 or 32)")
     p.add_argument("--in-chans", type=_positive_int, default=3)
     p.add_argument("--num-classes", type=_positive_int, default=None)
-    p.add_argument("--T", type=_positive_int, default=4)
-    p.add_argument("--groups", "-G", type=_positive_int, default=2)
+    p.add_argument("--T", type=_positive_int, default=None, help="time steps (default: 4)")
+    p.add_argument("--groups", "-G", type=_positive_int, default=None,
+                   help="temporal groups of ExpG models (default: 2)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
@@ -327,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_model_for(args, data) -> tuple[torch.nn.Module, dict]:
     """The model of ``--model``/``--checkpoint`` (T and G overridden when given) and its config."""
     from .checkpoint import load_checkpoint
-    from .models import create_model
+    from .models import create_model, model_kwargs_for
 
     override = {}
     if args.T is not None:
@@ -344,21 +346,9 @@ def load_model_for(args, data) -> tuple[torch.nn.Module, dict]:
     if getattr(args, "pretrained", None) is not None:
         model = create_model(args.model, pretrained=args.pretrained, **override)
         return model, model.pretrained_cfg
-    override.setdefault("T", 4)
-    with torch.random.fork_rng(devices=[]):  # the probe leaves the seeded weights unchanged
-        probe = create_model(args.model, num_classes=data.num_classes, in_chans=data.in_chans)
-    if getattr(probe, "training_method", None) == "stbp":  # STBP baselines have no groups
-        if args.groups is not None:
-            raise ConfigError(f"--groups applies to ExpG models; {args.model!r} is an STBP "
-                              "baseline without temporal groups of the ExpG kind")
-    else:
-        override.setdefault("G", 2)
-    side = data.image_size[0]
-    if getattr(probe, "img_size", side) != side:  # models built for one image side
-        override["img_size"] = side
-    model = create_model(args.model, num_classes=data.num_classes, in_chans=data.in_chans,
-                         **override)
-    return model, {}
+    kwargs = model_kwargs_for(args.model, num_classes=data.num_classes, in_chans=data.in_chans,
+                              img_size=data.image_size[0], T=args.T, G=args.groups)
+    return create_model(args.model, **kwargs), {}
 
 
 def _load_run_data(args):
@@ -391,8 +381,7 @@ def prepare_run(args):
     batches = _normalized_batches(args, data, config)
     # an STBP baseline has no quantizer: untrained, it runs with its initial weights
     pretrained = getattr(args, "pretrained", None)
-    calibrated = (not args.checkpoint and pretrained is None
-                  and getattr(model, "training_method", None) != "stbp")
+    calibrated = not args.checkpoint and pretrained is None and not is_stbp(model)
     if calibrated:
         calib, left = [], args.calib_images
         for x, _ in batches:
@@ -442,7 +431,7 @@ def cmd_energy(args) -> int:
     from .energy import count_operations, plot_report, to_markdown
 
     model, batches, header = prepare_run(args)
-    if getattr(model, "training_method", None) == "stbp":  # already its own spiking network
+    if is_stbp(model):  # already its own spiking network
         from .baselines.counting import count_stbp_operations
 
         counts = count_stbp_operations(model.eval(), [x for x, _ in batches], preset=args.preset)
@@ -664,13 +653,15 @@ def _print_summary(report: dict) -> None:
 
 def cmd_info(args) -> int:
     from .info import model_info
-    from .models import create_model
+    from .models import create_model, model_kwargs_for, model_spec
 
-    kwargs = {"T": args.T, "G": args.groups, "in_chans": args.in_chans}
-    if args.num_classes is not None:
-        kwargs["num_classes"] = args.num_classes
+    spec = model_spec(args.model)
+    size = args.img_size or spec.img_size or 32
+    kwargs = model_kwargs_for(args.model, num_classes=args.num_classes or 10, in_chans=args.in_chans,
+                              img_size=size, T=args.T, G=args.groups)
+    if args.num_classes is None:
+        kwargs.pop("num_classes")  # the model's own default
     model = create_model(args.model, **kwargs)
-    size = args.img_size or getattr(model, "img_size", 32)
     info = {"model": args.model, **model_info(model, (args.in_chans, size, size))}
     if args.json:
         print(json.dumps(info, indent=2))

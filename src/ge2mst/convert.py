@@ -4,11 +4,13 @@
 
 1. folds every BatchNorm into the Conv2d / Linear before it (inside Sequential containers, which
    includes `ge2mst.layers.ConvBN` and `LinearBN`);
-2. swaps every quantizer for its spiking neuron (`ExpGQuant` -> `ExpGIF`, `SignedExpGQuant` ->
-   signed `ExpGIF`, `QCFSQuant` -> vanilla `IFNeuron`);
-3. wraps every weight layer in a `Synapse` and every stateless linear module in a
-   `TimeDistributed`, so that the network consumes T x B x ... spike trains;
-4. lets a module that knows better convert itself: any module with a method
+2. swaps every module for its spiking version by the rules of `ge2mst.mapping` (a dict from ANN
+   class to builder, looked up along the module's MRO): every quantizer for its spiking neuron
+   (`ExpGQuant` -> `ExpGIF`, `SignedExpGQuant` -> signed `ExpGIF`, `QCFSQuant` -> vanilla
+   `IFNeuron`), GW-SSA / SSA for `SpikingGWSSA`, every weight layer for a `Synapse` and every
+   stateless linear module for a `TimeDistributed`, so that the network consumes T x B x ...
+   spike trains; ``convert(..., mapping={...})`` extends or overrides those rules;
+3. before the rules, lets a module that knows better convert itself: any module with a method
    ``to_spiking(options, name) -> nn.Module`` is replaced by what that method returns.
 
 Anything that a spiking network cannot reproduce exactly (ReLU, max-pooling, LayerNorm, a
@@ -19,27 +21,27 @@ with a `ConversionError` naming the module.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ._checks import whole_number
 from .errors import ConfigError, ConversionError, InputError
 from .layers import Synapse, TimeDistributed, fold_batchnorm
-from .neurons import FORMS, STEP_MODES, ExpGIF, IFNeuron, neurons, set_step_mode
-from .quant import ExpGQuant, QCFSQuant, Quantizer
+from .mapping import DEFAULT_SPIKING_MAPPING, Builder, builder_for
+from .mapping import TIME_DISTRIBUTABLE as TIME_DISTRIBUTABLE  # re-exported: its old home
+from .neurons import FORMS, STEP_MODES, neurons, set_step_mode
 
-#: stateless modules that are linear (or the identity) and so commute with the time sum.
-TIME_DISTRIBUTABLE = (
-    nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.Flatten,
-    nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout2d,
-)
 ENCODINGS = ("once", "repeat")
+ATTENTION_PRODUCTS = ("codes", "spikes")
 
 
 @dataclass(frozen=True)
 class ConversionOptions:
-    """What `convert` was asked for; passed on to modules that convert themselves."""
+    """What `convert` was asked for; passed on to the conversion rules and to modules that convert
+    themselves. Refuses a value `convert` does not know (`ConfigError`)."""
 
     form: str = "search"
     step_mode: str = "event"
@@ -48,13 +50,24 @@ class ConversionOptions:
     T: int | None = None
     attention_products: str = "codes"
 
-
-ATTENTION_PRODUCTS = ("codes", "spikes")
+    def __post_init__(self) -> None:
+        if self.form not in FORMS:
+            raise ConfigError(f"form must be one of {FORMS}, got {self.form!r}")
+        if self.step_mode not in STEP_MODES:
+            raise ConfigError(f"step_mode must be one of {STEP_MODES}, got {self.step_mode!r}")
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
+        if self.attention_products not in ATTENTION_PRODUCTS:
+            raise ConfigError(f"attention_products must be one of {ATTENTION_PRODUCTS}, "
+                              f"got {self.attention_products!r}")
+        if self.T is not None:
+            object.__setattr__(self, "T", whole_number("T", self.T))
 
 
 def convert(model: nn.Module, *, form: str = "search", step_mode: str = "event",
             encoding: str = "once", online: bool = False, T: int | None = None,
-            attention_products: str = "codes", inplace: bool = False) -> SpikingNetwork:
+            attention_products: str = "codes", inplace: bool = False,
+            mapping: Mapping[type, Builder] | None = None) -> SpikingNetwork:
     """Convert a trained quantized network into an exactly equivalent spiking network.
 
     Args:
@@ -72,27 +85,20 @@ def convert(model: nn.Module, *, form: str = "search", step_mode: str = "event",
             trains themselves: for every pair of steps a signed coincidence count, shifted by the
             two steps' exponents, summed). Both give the same integers.
         inplace: convert ``model`` itself instead of a copy.
+        mapping: conversion rules ``{ANN class: builder(module, options, name) -> nn.Module}``
+            that extend or override `ge2mst.mapping.DEFAULT_SPIKING_MAPPING` (a module takes the
+            rule of the nearest class along its MRO). A module's own ``to_spiking`` comes first.
     """
-    if form not in FORMS:
-        raise ConfigError(f"form must be one of {FORMS}, got {form!r}")
-    if step_mode not in STEP_MODES:
-        raise ConfigError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}")
-    if encoding not in ENCODINGS:
-        raise ConfigError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
-    if attention_products not in ATTENTION_PRODUCTS:
-        raise ConfigError(f"attention_products must be one of {ATTENTION_PRODUCTS}, "
-                          f"got {attention_products!r}")
-    if T is not None and (isinstance(T, bool) or not isinstance(T, int) or T < 1):
-        raise ConfigError(f"T must be a whole number >= 1, got {T!r}")
-    if not isinstance(model, nn.Module):
-        raise ConversionError(f"convert expects a torch.nn.Module, got {type(model).__name__}")
     options = ConversionOptions(form=form, step_mode=step_mode, encoding=encoding, online=online,
                                 T=T, attention_products=attention_products)
+    rules = _rules(mapping)
+    if not isinstance(model, nn.Module):
+        raise ConversionError(f"convert expects a torch.nn.Module, got {type(model).__name__}")
     input_spec = _input_spec(model)
     body = model if inplace else copy.deepcopy(model)
     body.eval()
     _fold_all_batchnorm(body)
-    _swap(body, options, prefix="")
+    _swap(body, options, rules, prefix="")
     steps = {n.T for _, n in neurons(body)}
     if not steps:
         raise ConversionError("the model has no quantizer: there is nothing to convert to spikes")
@@ -159,41 +165,30 @@ def _fold_all_batchnorm(module: nn.Module) -> None:
                 module._modules[b] = nn.Identity()
 
 
-def neuron_for(q: Quantizer, options: ConversionOptions, name: str) -> nn.Module:
-    """The spiking neuron that reproduces quantizer ``q`` (named ``name`` in errors)."""
-    if q.p < 1.0:
-        raise ConversionError(
-            f"quantizer {name!r} still mixes ClipReLU and ExpG (p = {q.p:g}); only a fully "
-            "quantized network (p = 1, the end of progressive training) converts exactly"
-        )
-    lam = q.lam.detach()
-    if not torch.isfinite(lam) or lam <= 0:
-        raise ConversionError(f"quantizer {name!r} has lambda = {float(lam)}: it must be positive")
-    if isinstance(q, ExpGQuant):
-        return ExpGIF(q.T, q.G, lam, signed=q.signed, form=options.form, online=options.online)
-    if isinstance(q, QCFSQuant):
-        return IFNeuron(options.T or q.L, lam)
-    raise ConversionError(f"no spiking neuron is known for quantizer {type(q).__name__} ({name!r})")
+def _rules(mapping: Mapping[type, Builder] | None) -> Mapping[type, Builder]:
+    """The default conversion rules, extended / overridden by ``mapping`` (checked)."""
+    if mapping is None:
+        return DEFAULT_SPIKING_MAPPING
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"mapping must be a dict from module class to builder, "
+                          f"got {type(mapping).__name__}")
+    for cls, builder in mapping.items():
+        if not isinstance(cls, type) or not issubclass(cls, nn.Module) or not callable(builder):
+            raise ConfigError("mapping must map torch.nn.Module subclasses to builders "
+                              f"(module, options, name) -> nn.Module, got {cls!r}: {builder!r}")
+    return {**DEFAULT_SPIKING_MAPPING, **mapping}
 
 
-def _swap(module: nn.Module, options: ConversionOptions, prefix: str) -> None:
+def _swap(module: nn.Module, options: ConversionOptions, rules: Mapping[type, Builder],
+          prefix: str) -> None:
     for name, child in list(module.named_children()):
         path = f"{prefix}{name}"
         if hasattr(child, "to_spiking"):
             new = child.to_spiking(options, path)
-        elif isinstance(child, Quantizer):
-            new = neuron_for(child, options, path)
-        elif isinstance(child, (nn.Conv2d, nn.Linear)):
-            new = Synapse(child)
-        elif isinstance(child, nn.modules.batchnorm._BatchNorm):
-            raise ConversionError(
-                f"BatchNorm {path!r} does not follow a Conv2d/Linear in a Sequential, so it cannot "
-                "be folded; put it right after its weight layer (e.g. use ge2mst.layers.ConvBN)"
-            )
-        elif isinstance(child, TIME_DISTRIBUTABLE):
-            new = TimeDistributed(child)
+        elif (build := builder_for(child, rules)) is not None:
+            new = build(child, options, path)
         elif len(child._modules) > 0:
-            _swap(child, options, prefix=f"{path}.")
+            _swap(child, options, rules, prefix=f"{path}.")
             continue
         else:
             raise ConversionError(

@@ -36,6 +36,7 @@ from .convert import SpikingNetwork
 from .errors import ConfigError
 from .layers import Synapse
 from .neurons import IFNeuron, SpikeTally
+from .spiking_attention import spike_pair_coincidences
 
 #: energy per operation in picojoules. 45 nm figures (Horowitz, ISSCC 2014) as used across the
 #: field: FP32 add 0.9, FP32 multiply 3.7 (MAC 4.6); INT8 add 0.03, INT8 multiply 0.2 (MAC 0.23).
@@ -88,11 +89,6 @@ def event_sops(layer: nn.Module, counts: torch.Tensor) -> torch.Tensor:
         reach = _reach(layer, height, width, counts.device)
         return (per_position * reach).flatten(1).sum(1) * (layer.out_channels // layer.groups)
     return counts.to(torch.float64).flatten(1).sum(1) * layer.out_features
-
-
-def spike_pair_coincidences(cq: torch.Tensor, ck: torch.Tensor) -> torch.Tensor:
-    """sum_{i,j,d} cq[..., i, d] * ck[..., j, d] over the last two axes (spike counts per element)."""
-    return (cq.to(torch.float64).sum(-2) * ck.to(torch.float64).sum(-2)).sum(-1)
 
 
 def classify_input(x: torch.Tensor) -> str:

@@ -26,38 +26,18 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from ._checks import dtype_named
 from .convert import SpikingNetwork, _input_spec, check_input, convert
 from .errors import ConfigError, DataError, InputError
-from .neurons import ExpGIF
-from .quant import QCFSQuant, quantizers
-from .snn_io import time_groups
+from .kinds import default_encoding, method_of, one_or_list, time_groups
+from .quant import quantizers
 
 MODES = ("ann", "snn", "both")
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
-METHODS = ("expg", "qcfs", "stbp")
 
 #: the energy keys of `count_operations` kept in an evaluation report
 ENERGY_KEYS = ("preset", "pj_per_accumulate", "pj_per_mac", "sops", "macs", "energy_mj",
                "ann_macs", "ann_energy_mj", "energy_ratio", "spikes_per_image", "firing_rate",
                "max_spikes_per_neuron", "sops_upper_bound")
-
-
-def method_of(model: nn.Module) -> str:
-    """``"stbp"`` (trained through time, no quantizers), ``"qcfs"`` or ``"expg"``."""
-    if isinstance(model, SpikingNetwork):
-        return "qcfs" if not any(isinstance(n, ExpGIF) for _, n in model.neurons()) else "expg"
-    method = getattr(model, "training_method", None)
-    if method == "stbp":
-        return "stbp"
-    quants = [q for _, q in quantizers(model)]
-    if not quants:
-        return "stbp"
-    return "qcfs" if any(isinstance(q, QCFSQuant) for q in quants) else "expg"
-
-
-def default_encoding(method: str) -> str:
-    """``"repeat"`` (x / T at every step) for vanilla IF neurons of QCFS models, else ``"once"``."""
-    return "repeat" if method == "qcfs" else "once"
 
 
 def _run(net: Callable[[torch.Tensor], torch.Tensor],
@@ -128,9 +108,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    tdtype = DTYPES[dtype]
+    tdtype = dtype_named(dtype)
     batches = list(batches)
     if not batches:
         raise ConfigError("evaluate needs at least one batch of images")
@@ -211,8 +189,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         books = [q.book for _, q in quantizers(model)]
         steps = sorted({getattr(b, "T", getattr(b, "L", None)) for b in books} - {None})
         groups = sorted({b.G for b in books if hasattr(b, "G")})
-        report["T"] = steps[0] if len(steps) == 1 else (steps or None)
-        report["groups"] = groups[0] if len(groups) == 1 else (groups or None)
+        report["T"], report["groups"] = one_or_list(steps), one_or_list(groups)
 
     logits = snn_logits if snn_logits is not None else ann_logits
     report["images"] = int(logits.shape[0])

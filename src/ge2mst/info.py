@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from .attention import GroupedAttention
+from .baselines.counting import count_stbp_operations
 from .convert import convert
 from .energy import count_operations
+from .kinds import is_stbp, one_or_list
 from .quant import ExpGQuant, quantizers
 
 
@@ -17,11 +19,11 @@ def model_info(model: nn.Module, input_shape: tuple[int, int, int]) -> dict:
 
     ``macs``: ANN-mode multiply-accumulates of one image (weight layers and attention products).
     ``sops_upper_bound``: synaptic operations if every neuron fired its cap (G spikes), attention
-    spike-pair coincidences included; it depends on the architecture only.
+    spike-pair coincidences included; it depends on the architecture only. An STBP baseline (its
+    own spiking network) is counted as it runs on one random image.
     """
     model = model.eval()
-    groups = sorted({q.G for _, q in quantizers(model) if isinstance(q, ExpGQuant)})
-    steps = sorted({q.T for _, q in quantizers(model) if isinstance(q, ExpGQuant)})
+    expg = [q for _, q in quantizers(model) if isinstance(q, ExpGQuant)]
     stages = []
     hooks = []
 
@@ -43,12 +45,18 @@ def model_info(model: nn.Module, input_shape: tuple[int, int, int]) -> dict:
     finally:
         for h in hooks:
             h.remove()
-    ops = count_operations(convert(model), [x])
+    if is_stbp(model):  # its own spiking network: counted as it runs, nothing to convert
+        ops = count_stbp_operations(model, [x])
+        steps, groups = model.T, None
+    else:
+        ops = count_operations(convert(model), [x])
+        steps = one_or_list(q.T for q in expg) if expg else []
+        groups = one_or_list(q.G for q in expg) if expg else []
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "input": list(input_shape),
-        "T": steps[0] if len(steps) == 1 else steps,
-        "G": groups[0] if len(groups) == 1 else groups,
+        "T": steps,
+        "G": groups,
         "macs": ops["ann_macs"],
         "sops_upper_bound": ops["sops_upper_bound"],
         "attention": stages,

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from .coding import ExpGCodeBook, check_time_groups, expg_codebook, level_spacing
-from .errors import ConfigError, InputError
-from .quant import level_index, quantized_values
+from .errors import ConfigError, ConversionError, InputError
+from .quant import ExpGQuant, QCFSQuant, Quantizer, level_index, quantized_values
 
 STEP_MODES = ("event", "collapsed")
 FORMS = ("search", "sequential")
@@ -137,8 +137,35 @@ class SpikingNeuron(nn.Module):
         if self.counting:
             self.last_tally = SpikeTally.from_spikes(spikes)
 
+    def _register_lambda(self, lam: float | torch.Tensor) -> None:
+        """Keep ``lam`` (a positive finite scalar) as the float64 buffer ``lam``."""
+        lam_t = torch.as_tensor(lam, dtype=torch.float64).detach().clone()
+        if lam_t.numel() != 1 or not torch.isfinite(lam_t) or lam_t <= 0:
+            raise ConfigError(f"lambda must be a positive finite scalar, got {lam!r}")
+        self.register_buffer("lam", lam_t.reshape(()))
+
     def extra_repr(self) -> str:
         return f"T={self.T}, step_mode={self.step_mode}"
+
+
+def quantizer_lambda(q: Quantizer, name: str = "") -> torch.Tensor:
+    """The clip lambda (detached) of quantizer ``q`` (named ``name`` in errors), refusing what no
+    spiking neuron reproduces exactly: a quantizer still mixing ClipReLU and ExpG (p < 1), and a
+    lambda that is not a positive finite number."""
+    if q.p < 1.0:
+        raise ConversionError(
+            f"quantizer {name!r} still mixes ClipReLU and ExpG (p = {q.p:g}); only a fully "
+            "quantized network (p = 1, the end of progressive training) converts exactly"
+        )
+    lam = q.lam.detach()
+    if not torch.isfinite(lam) or lam <= 0:
+        raise ConversionError(f"quantizer {name!r} has lambda = {float(lam)}: it must be positive")
+    return lam
+
+
+def _refuse_quantizer(neuron: type, q: Quantizer, name: str) -> None:
+    raise ConversionError(f"{neuron.__name__} cannot reproduce quantizer {type(q).__name__} "
+                          f"({name!r})")
 
 
 class ExpGIF(SpikingNeuron):
@@ -160,16 +187,23 @@ class ExpGIF(SpikingNeuron):
         super().__init__(T)
         if form not in FORMS:
             raise ConfigError(f"form must be one of {FORMS}, got {form!r}")
-        lam_t = torch.as_tensor(lam, dtype=torch.float64).detach().clone()
-        if lam_t.numel() != 1 or not torch.isfinite(lam_t) or lam_t <= 0:
-            raise ConfigError(f"lambda must be a positive finite scalar, got {lam!r}")
+        self._register_lambda(lam)
         self.G = G
         self.book: ExpGCodeBook = expg_codebook(T, G)
         self.signed = signed
         self.form = form
         self.online = online
-        self.register_buffer("lam", lam_t.reshape(()))
         self.spike_class = "ternary" if signed else "binary"
+
+    @classmethod
+    def from_quantizer(cls, q: ExpGQuant, form: str = "search", online: bool = False,
+                       name: str = "") -> ExpGIF:
+        """The ExpG-IF neuron that reproduces the ExpG quantizer ``q`` (signed where it is), named
+        ``name`` in errors; refuses p < 1, a bad lambda and any other quantizer (`ConversionError`)."""
+        lam = quantizer_lambda(q, name)
+        if not isinstance(q, ExpGQuant):
+            _refuse_quantizer(cls, q, name)
+        return cls(q.T, q.G, lam, signed=q.signed, form=form, online=online)
 
     @property
     def delta64(self) -> torch.Tensor:
@@ -302,9 +336,9 @@ class ExpGIF(SpikingNeuron):
         return codes
 
     def _window(self, currents: torch.Tensor) -> torch.Tensor:
-        """The whole-window membrane: the currents summed step by step in float64, into a tensor
-        of its own (the residual stream the currents may be is read again later), in the order
-        of torch.sum over the steps (tested); NaN refused."""
+        """The whole-window membrane: the currents added step by step, in time order, in float64,
+        into a tensor of its own (the residual stream the currents may be is read again later);
+        NaN refused."""
         currents = currents.detach()
         membrane = currents[0].to(torch.float64, copy=True)
         for t in range(1, currents.shape[0]):
@@ -388,10 +422,17 @@ class IFNeuron(SpikingNeuron):
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ConfigError(f"T (time steps) must be a whole number >= 1, got {T!r}")
         super().__init__(T)
-        lam_t = torch.as_tensor(lam, dtype=torch.float64).detach().clone()
-        if lam_t.numel() != 1 or not torch.isfinite(lam_t) or lam_t <= 0:
-            raise ConfigError(f"lambda must be a positive finite scalar, got {lam!r}")
-        self.register_buffer("lam", lam_t.reshape(()))
+        self._register_lambda(lam)
+
+    @classmethod
+    def from_quantizer(cls, q: QCFSQuant, T: int | None = None, name: str = "") -> IFNeuron:
+        """The vanilla IF neuron of QCFS conversion for quantizer ``q``: ``T`` steps (default: its
+        L), threshold lambda; named ``name`` in errors; refuses p < 1, a bad lambda and any other
+        quantizer (`ConversionError`)."""
+        lam = quantizer_lambda(q, name)
+        if not isinstance(q, QCFSQuant):
+            _refuse_quantizer(cls, q, name)
+        return cls(T or q.L, lam)
 
     @property
     def theta(self) -> float:

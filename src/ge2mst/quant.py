@@ -22,18 +22,9 @@ import math
 import torch
 from torch import nn
 
+from ._checks import in_unit_interval, positive_number
 from .coding import CodeBook, check_time_groups, expg_codebook, level_spacing, uniform_codebook
 from .errors import ConfigError
-
-
-def _check_lambda(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"lambda must be a positive number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"lambda must be positive and finite, got {value}")
-    return value
-
 
 #: code books with at most this many boundaries find a level by comparing with each boundary in
 #: turn (several times faster on CPUs than a binary search, and exact all the same); larger ones
@@ -194,7 +185,7 @@ class Quantizer(nn.Module):
     def __init__(self, book: CodeBook, lam: float = 1.0, p: float = 1.0, learn_lambda: bool = True):
         super().__init__()
         self.book = book
-        self.lam = nn.Parameter(torch.tensor(_check_lambda(lam)), requires_grad=learn_lambda)
+        self.lam = nn.Parameter(torch.tensor(positive_number("lambda", lam)), requires_grad=learn_lambda)
         self.p = p
         self.bypass = False
         self.record = False
@@ -206,9 +197,7 @@ class Quantizer(nn.Module):
 
     @p.setter
     def p(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(f"the mixing fraction p must lie in [0, 1], got {value!r}")
-        self._p = float(value)
+        self._p = in_unit_interval("the mixing fraction p", value)
 
     @property
     def delta(self) -> float:

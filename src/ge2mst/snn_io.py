@@ -25,31 +25,17 @@ import torch
 from torch import nn
 
 from ._files import sha256_of
+from ._version import __version__
 from .checkpoint import FORMAT as ANN_FORMAT
 from .checkpoint import atomic_write_bytes, load_checkpoint, load_state_strictly, read_safetensors
 from .convert import ConversionOptions, SpikingNetwork, convert
 from .errors import CheckpointError, ConversionError
-from .neurons import ExpGIF
+from .kinds import default_encoding, is_stbp, method_of, time_groups
 
 FORMAT = "ge2mst-snn/1"
 #: the keyword arguments of `convert` recorded in the description
 CONVERT_KEYS = ("form", "step_mode", "encoding", "online", "T", "attention_products")
 _METADATA_KEY = "ge2mst_snn"
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-def time_groups(snn: SpikingNetwork) -> int | list[int] | None:
-    """G of the network's ExpG-IF neurons: one number, a sorted list if they differ, None if
-    there are none (vanilla IF)."""
-    groups = sorted({n.G for _, n in snn.neurons() if isinstance(n, ExpGIF)})
-    if not groups:
-        return None
-    return groups[0] if len(groups) == 1 else groups
 
 
 def convert_checkpoint(checkpoint: str | os.PathLike, *, T: int | None = None,
@@ -68,13 +54,11 @@ def convert_checkpoint(checkpoint: str | os.PathLike, *, T: int | None = None,
     if G is not None:
         override["G"] = G
     model, config = load_checkpoint(checkpoint, **override)
-    if getattr(model, "training_method", None) == "stbp":
+    if is_stbp(model):
         raise ConversionError(f"model {config['model']!r} in {str(checkpoint)!r} is trained as a "
                               "spiking network (STBP): its checkpoint already is the spiking "
                               "network, there is nothing to convert")
     if encoding is None:
-        from .evaluate import default_encoding, method_of
-
         encoding = default_encoding(method_of(model))
     options = {"form": form, "step_mode": step_mode, "encoding": encoding, "online": False,
                "T": if_steps, "attention_products": attention_products}
@@ -89,7 +73,7 @@ def convert_checkpoint(checkpoint: str | os.PathLike, *, T: int | None = None,
         "G": time_groups(snn),
         "neurons": sorted({type(n).__name__ for _, n in snn.neurons()}),
         "source": {"checkpoint": str(checkpoint), "sha256": sha256_of(checkpoint)},
-        "ge2mst_version": _version(),
+        "ge2mst_version": __version__,
     }
     for key in ("mean", "std"):
         if key in config:

@@ -17,9 +17,13 @@ import torch
 from torch import nn
 
 from .attention import GWSSA, GroupedAttention, attention_spacings, exact_group_attention
-from .energy import spike_pair_coincidences
 from .layers import Synapse, fold_batchnorm
 from .neurons import ExpGIF
+
+
+def spike_pair_coincidences(cq: torch.Tensor, ck: torch.Tensor) -> torch.Tensor:
+    """sum_{i,j,d} cq[..., i, d] * ck[..., j, d] over the last two axes (spike counts per element)."""
+    return (cq.to(torch.float64).sum(-2) * ck.to(torch.float64).sum(-2)).sum(-1)
 
 
 def _folded(conv_bn: nn.Module) -> nn.Module:
@@ -56,8 +60,9 @@ class SpikingGWSSA(GroupedAttention):
 
     @classmethod
     def from_ann(cls, ann: GWSSA, options, name: str = "") -> SpikingGWSSA:
-        from .convert import neuron_for
-
+        """The spiking version of ``ann`` (named ``name`` in errors) for the `ConversionOptions`
+        ``options``: its convolutions folded into synapses, its quantizers swapped for ExpG-IF
+        neurons (`ExpGIF.from_quantizer`, which refuses p < 1 and a bad lambda)."""
         net = cls(ann.dim, ann.heads, ann.global_ratio, ann.k, ann.window)
         net.scale = ann.scale
         net.products = options.attention_products
@@ -66,8 +71,9 @@ class SpikingGWSSA(GroupedAttention):
         net.proj.input_kind = "integers"  # O = da dv (na nv): integer multiples of one quantum
         net.conv = Synapse(_folded(ann.conv)) if ann.conv is not None else None
         for part in ("q_act", "k_act", "v_act", "attn_act"):
-            neuron = neuron_for(getattr(ann, part), options, f"{name}.{part}")
-            if not isinstance(neuron, ExpGIF) or neuron.online:
+            neuron = ExpGIF.from_quantizer(getattr(ann, part), form=options.form,
+                                           online=options.online, name=f"{name}.{part}")
+            if neuron.online:
                 raise TypeError("spiking attention needs whole-window ExpG-IF neurons")
             setattr(net, part, neuron)
         return net

@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .augment import augment
+from ._checks import whole_number
+from .data.augment import augment
 from .errors import ConfigError
 from .faults import fault_point
 from .quant import quantizers, set_mixing
@@ -53,9 +54,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+            whole_number(name, getattr(self, name))
         for name in ("lr", "weight_decay", "warmup_epochs", "label_smoothing", "grad_clip",
                      "mixup_alpha", "cutmix_alpha", "ema_decay"):
             value = getattr(self, name)
@@ -254,7 +253,7 @@ class Trainer:
         y = self.labels[idx.to(self.labels.device)].to(self.device)
         target = y
         if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
-            from .augment import mix_batch
+            from .data.augment import mix_batch
 
             x, target = mix_batch(x, y, self.num_classes, self.gen, mixup_alpha=cfg.mixup_alpha,
                                   cutmix_alpha=cfg.cutmix_alpha, label_smoothing=cfg.label_smoothing)

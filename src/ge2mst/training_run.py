@@ -36,14 +36,13 @@ from .calibrate import calibrate
 from .checkpoint import atomic_write_bytes, read_checkpoint, save_checkpoint
 from .data import load_dataset, normalize
 from .errors import CheckpointError, ConfigError
-from .models import create_model
-from .quant import QCFSQuant, quantizers
+from .kinds import method_of, training_method
+from .models import create_model, model_kwargs_for, model_spec
 from .train import TrainConfig, Trainer, accuracy
 from .verify import is_exact, verify
 
 STATE = "trainer.pt"
 METRICS = ("epoch", "loss", "train_accuracy", "test_accuracy", "p", "lr", "seconds")
-METHODS = ("progressive", "stbp")
 
 
 def _read_state(path: Path) -> dict:
@@ -84,15 +83,6 @@ def _config(args) -> TrainConfig:
                        amp=args.amp, seed=args.seed)
 
 
-def _fit_image_size(name: str, kwargs: dict, data) -> dict:
-    """Pass the data's image side to models that are built for one (Ge2mS-T, Spikformer)."""
-    probe = create_model(name, **kwargs)
-    side = data.image_size[0]
-    if getattr(probe, "img_size", side) != side:
-        kwargs = {**kwargs, "img_size": side}
-    return kwargs
-
-
 def _finetune_model(args, data) -> tuple[torch.nn.Module, dict]:
     """The checkpoint's network with a new head for ``data`` (and an input adapter if the data's
     channels differ); every tensor whose name and shape match is loaded."""
@@ -111,7 +101,8 @@ def _finetune_model(args, data) -> tuple[torch.nn.Module, dict]:
         if value is not None:
             kwargs[key] = value
     kwargs.update(dict(args.model_args))
-    kwargs = _fit_image_size(name, kwargs, data)
+    if model_spec(name).img_size not in (None, data.image_size[0]):  # built for one image side
+        kwargs["img_size"] = data.image_size[0]
     model = create_model(name, **kwargs)
     state = model.state_dict()
     prefix = "body." if "adapter_chans" in kwargs and "adapter_chans" not in config["model_kwargs"] else ""
@@ -129,33 +120,26 @@ def _finetune_model(args, data) -> tuple[torch.nn.Module, dict]:
                    "new_tensors": fresh}
 
 
-def _new_model(args, data, mean, std, method: str) -> tuple[torch.nn.Module, dict]:
+def _new_model(args, data, mean, std) -> tuple[torch.nn.Module, str, dict]:
+    """The model of a new run (seeded by the caller), its training method and what to record."""
     if args.finetune:
         model, info = _finetune_model(args, data)
-    else:
-        kwargs = {"num_classes": data.num_classes, "in_chans": data.in_chans,
-                  "T": 4 if args.T is None else args.T}
-        if method != "stbp":
-            kwargs["G"] = 2 if args.groups is None else args.groups
-        elif args.groups is not None:
-            raise ConfigError("--groups applies to ExpG models; STBP baselines have no groups")
-        if args.width is not None:
-            kwargs["width"] = args.width
-        kwargs.update(dict(args.model_args))
-        kwargs = _fit_image_size(args.model or "ge2mst_cnn_tiny", kwargs, data)
-        model = create_model(args.model or "ge2mst_cnn_tiny", **kwargs)
-        info = {}
-    if method == "progressive" and not args.finetune:
+        return model, _checked_method(model.model_name, training_method(model), args.method), info
+    name = args.model or "ge2mst_cnn_tiny"
+    method = _checked_method(name, model_spec(name).method, args.method)
+    extra = {} if args.width is None else {"width": args.width}
+    kwargs = model_kwargs_for(name, num_classes=data.num_classes, in_chans=data.in_chans,
+                              img_size=data.image_size[0], T=args.T, G=args.groups,
+                              **extra, **dict(args.model_args))
+    model = create_model(name, **kwargs)
+    if method == "progressive":
         calibrate(model, [normalize(data.images[:256], mean, std)], seed=args.seed)
-    return model, info
+    return model, method, {}
 
 
-def _method_of(model: torch.nn.Module, asked: str | None) -> str:
-    method = getattr(model, "training_method", None)
-    if method is None:
-        method = "progressive" if any(True for _ in quantizers(model)) else "stbp"
+def _checked_method(name: str, method: str, asked: str | None) -> str:
     if asked is not None and asked != method:
-        raise ConfigError(f"model {model.model_name!r} trains with --method {method}, not {asked}")
+        raise ConfigError(f"model {name!r} trains with --method {method}, not {asked}")
     return method
 
 
@@ -244,14 +228,7 @@ def _run(args, rank: int, size: int, device: torch.device) -> dict:
     else:
         mean, std = train_set.channel_stats()
         torch.manual_seed(args.seed)
-        if args.finetune:
-            model, info = _new_model(args, train_set, mean, std, "progressive")
-        else:
-            probe = create_model(args.model or "ge2mst_cnn_tiny", num_classes=train_set.num_classes,
-                                 in_chans=train_set.in_chans, **dict(args.model_args))
-            torch.manual_seed(args.seed)
-            model, info = _new_model(args, train_set, mean, std, _method_of(probe, args.method))
-        method = _method_of(model, args.method)
+        model, method, info = _new_model(args, train_set, mean, std)
         run = {"model": model.model_name, "model_kwargs": model.model_kwargs, "data": args.data,
                "mean": mean.tolist(), "std": std.tolist(), "method": method, **info,
                **provenance(device)}
@@ -302,7 +279,7 @@ def _run(args, rank: int, size: int, device: torch.device) -> dict:
     if method == "stbp":  # the trained network is the spiking network: nothing to convert
         acc = accuracy(final, x_test, test_set.labels)
         return {**report, "ann_accuracy": None, "snn_accuracy": acc, "exact": None}
-    if any(isinstance(q, QCFSQuant) for _, q in quantizers(final)):  # vanilla IF: not exact by design
+    if method_of(final) == "qcfs":  # vanilla IF neurons: not exact by design
         return {**report, "ann_accuracy": accuracy(final, x_test, test_set.labels), "snn_accuracy": None,
                 "exact": None, "note": "QCFS models convert to vanilla IF neurons, whose error shrinks "
                                        "with T only: see benchmarks/vanilla_if.py"}

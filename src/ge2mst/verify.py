@@ -30,15 +30,16 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ._checks import dtype_named
 from .convert import ATTENTION_PRODUCTS, check_input, convert, fuse_batchnorm
 from .errors import ConfigError
+from .kinds import one_or_list
 from .neurons import ExpGIF, IFNeuron
 from .oracle import ExpGOracle
 from .quant import quantizers
 
 #: relative distance to a boundary under which a membrane counts as "near" (per dtype)
 NEAR_TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
 REFERENCES = ("trained", "folded")
 #: largest max |SNN - ANN| / max |ANN| (per image) a float64 run may show and still be exact;
 #: an exact float64 run of the shipped models gives about 5e-16 (float rounding of the sums)
@@ -79,8 +80,6 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
         the tolerance of the verdict (``exact_tolerance``), ``exact`` (`is_exact`) and
         ``exactness_failures``.
     """
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if reference not in REFERENCES:
         raise ConfigError(f"reference must be one of {REFERENCES}, got {reference!r}")
     if attention_products not in ATTENTION_PRODUCTS:
@@ -89,7 +88,7 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
     if oracle_sample is not None and (isinstance(oracle_sample, bool)
                                       or not isinstance(oracle_sample, int) or oracle_sample < 1):
         raise ConfigError(f"oracle_sample must be a whole number >= 1 or None, got {oracle_sample!r}")
-    tdtype = DTYPES[dtype]
+    tdtype = dtype_named(dtype)
     ann = copy.deepcopy(model).eval().to(tdtype)
     if reference == "folded":
         ann = fuse_batchnorm(ann, inplace=True)
@@ -121,10 +120,9 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
             q.record, q.last_codes = False, None
         snn.set_recording(False)
     expg = [n for _, n in snn.neurons() if isinstance(n, ExpGIF)]
-    groups = sorted({n.G for n in expg})
     report = {
         "T": snn.T,
-        "groups": groups[0] if len(groups) == 1 else groups,
+        "groups": one_or_list(n.G for n in expg),
         **stats.result(),
         "neurons_per_image": stats.neurons_per_image,
         "neuron_types": sorted({type(n).__name__ for _, n in snn.neurons()}),

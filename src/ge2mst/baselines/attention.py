@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import positive_number, whole_number
 from ..errors import ConfigError, InputError
 from .lif import LIF, TernaryLIF
 
@@ -94,32 +95,19 @@ def build_attention(name: str, dim: int, num_heads: int, **options) -> nn.Module
 # ---- argument checks ---------------------------------------------------------------------------
 
 
-def _whole(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-    return value
-
-
-def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 def _pair(name: str, value) -> tuple[int, int]:
     """An int n -> (n, n); a pair of ints -> itself; checked >= 1."""
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != 2:
             raise ConfigError(f"{name} must be an int or a pair (h, w), got {value!r}")
-        return _whole(f"{name}[0]", value[0]), _whole(f"{name}[1]", value[1])
-    v = _whole(name, value)
+        return whole_number(f"{name}[0]", value[0]), whole_number(f"{name}[1]", value[1])
+    v = whole_number(name, value)
     return v, v
 
 
 def _check_heads(dim, num_heads) -> tuple[int, int]:
-    dim = _whole("dim", dim)
-    num_heads = _whole("num_heads", num_heads)
+    dim = whole_number("dim", dim)
+    num_heads = whole_number("num_heads", num_heads)
     if dim % num_heads:
         raise ConfigError(f"dim = {dim} is not divisible by num_heads = {num_heads}")
     return dim, num_heads
@@ -269,7 +257,7 @@ class GroupedProjection(nn.Module):
 
     def __init__(self, dim: int, groups: int = 1) -> None:
         super().__init__()
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or dim % groups:
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or dim % groups:
             raise ConfigError(f"grouped projection: groups must be a whole number >= 1 dividing "
                               f"the embedding dimension {dim}, got {groups!r}")
         self.dim, self.groups = dim, groups
@@ -310,9 +298,9 @@ class _SpikingAttentionBase(nn.Module):
         self.dim, self.num_heads = _check_heads(dim, num_heads)
         self.head_dim = self.dim // self.num_heads
         self.groups = groups
-        self.tau = _positive("tau", tau)
-        self.v_threshold = _positive("v_threshold", v_threshold)
-        self.attn_threshold = _positive("attn_threshold", attn_threshold)
+        self.tau = positive_number("tau", tau)
+        self.v_threshold = positive_number("v_threshold", v_threshold)
+        self.attn_threshold = positive_number("attn_threshold", attn_threshold)
         self.q_proj = GroupedProjection(self.dim, groups)
         self.k_proj = GroupedProjection(self.dim, groups)
         self.v_proj = GroupedProjection(self.dim, groups)
@@ -447,7 +435,7 @@ class SpikingSelfAttention(_SpikingAttentionBase):
                  scale: float | None = None, tau: float = 2.0, v_threshold: float = 1.0,
                  attn_threshold: float = 0.5) -> None:
         dim, num_heads = _check_heads(dim, num_heads)
-        groups = _whole("groups", groups)
+        groups = whole_number("groups", groups)
         if dim % groups or num_heads % groups:
             raise ConfigError(f"groups = {groups} must divide both dim = {dim} and num_heads = "
                               f"{num_heads} (each group gets whole heads)")
@@ -463,7 +451,7 @@ class SpikingSelfAttention(_SpikingAttentionBase):
         self.grid = None if grid is None else _pair("grid", grid)
         if self.grid is not None and self.window is not None:
             _check_window(self.grid, self.window)
-        self.scale = self.head_dim ** -0.5 if scale is None else _positive("scale", scale)
+        self.scale = self.head_dim ** -0.5 if scale is None else positive_number("scale", scale)
         self.q_lif = LIF(tau=self.tau, v_threshold=self.v_threshold)
         self.k_lif = LIF(tau=self.tau, v_threshold=self.v_threshold)
         self.v_lif = LIF(tau=self.tau, v_threshold=self.v_threshold)

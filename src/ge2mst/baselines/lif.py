@@ -24,6 +24,7 @@ import math
 import torch
 from torch import nn
 
+from .._checks import positive_number
 from ..errors import ConfigError, InputError
 
 __all__ = ["LIF", "ArcTanSpike", "TernaryLIF", "arctan_surrogate"]
@@ -49,13 +50,6 @@ class ArcTanSpike(torch.autograd.Function):
         return grad * arctan_surrogate(x, ctx.alpha), None
 
 
-def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 class LIF(nn.Module):
     """Multi-step LIF neuron (see the module docstring), T x ... -> T x ... spikes in {0, 1}.
 
@@ -72,11 +66,11 @@ class LIF(nn.Module):
     def __init__(self, tau: float = 2.0, v_threshold: float = 1.0, alpha: float = 2.0,
                  detach_reset: bool = True, backend: str = "torch") -> None:
         super().__init__()
-        self.tau = _positive("tau", tau)
+        self.tau = positive_number("tau", tau)
         if self.tau < 1:
             raise ConfigError(f"tau must be >= 1 (1 means no leak), got {tau!r}")
-        self.v_threshold = _positive("v_threshold", v_threshold)
-        self.alpha = _positive("alpha", alpha)
+        self.v_threshold = positive_number("v_threshold", v_threshold)
+        self.alpha = positive_number("alpha", alpha)
         self.detach_reset = bool(detach_reset)
         if backend not in ("torch", "spikingjelly"):
             raise ConfigError(f"backend must be 'torch' or 'spikingjelly', got {backend!r}")

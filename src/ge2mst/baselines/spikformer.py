@@ -16,7 +16,7 @@ MLP ratio 4) has 9.32 M parameters on CIFAR-10, the paper's count.
 
 Encoding: ``"repeat"`` feeds the (normalised) image at every step, the direct encoding of the
 paper; ``"frames"`` reads event data whose channels hold T frames (frame-major: channel
-``t * c + j``), e.g. CIFAR10-DVS framed into 2T channels by `ge2mst.dvs`.
+``t * c + j``), e.g. CIFAR10-DVS framed into 2T channels by `ge2mst.data.dvs`.
 
 ``temporal_group = k`` (a baseline from the ideas of seed 001, the unreliable summary; not a claim
 about Ge2mS-T): the network runs T / k steps, and step s sees the k frames sk .. sk + k - 1 side by
@@ -32,16 +32,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import whole_number
 from ..errors import ConfigError, InputError
 from ..models.registry import register_model
 from .attention import build_attention
 from .lif import LIF
-
-
-def _whole(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-    return value
 
 
 class ConvBNLIF(nn.Module):
@@ -141,7 +136,7 @@ class Spikformer(nn.Module):
                             ("img_size", img_size), ("embed_dim", embed_dim), ("depth", depth),
                             ("num_heads", num_heads), ("mlp_ratio", mlp_ratio), ("T", T),
                             ("temporal_group", temporal_group)):
-            _whole(name, value)
+            whole_number(name, value)
         if embed_dim % 8 or embed_dim % num_heads:
             raise ConfigError(f"embed_dim = {embed_dim} must be divisible by 8 and by num_heads = "
                               f"{num_heads}")
@@ -200,13 +195,13 @@ def _spikformer(embed_dim: int, depth: int, num_heads: int, kwargs: dict) -> Spi
                          "mlp_ratio": 4, **kwargs})
 
 
-@register_model
+@register_model(method="stbp", img_size=32)
 def spikformer_4_384(**kwargs) -> Spikformer:
     """Spikformer-4-384 for CIFAR (9.32 M parameters with 10 classes), STBP."""
     return _spikformer(384, 4, 12, kwargs)
 
 
-@register_model
+@register_model(method="stbp", img_size=32)
 def spikformer_tiny(**kwargs) -> Spikformer:
     """A small Spikformer (D = 64, 2 blocks, 4 heads) for tests and CPU runs, STBP."""
     return _spikformer(64, 2, 4, kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .._checks import whole_number
 from ..coding import check_time_groups
 from ..errors import ConfigError
 from ..layers import ConvBN
@@ -32,8 +33,7 @@ def ge2mst_cnn_tiny(num_classes: int = 10, in_chans: int = 3, T: int = 4, G: int
         T, G = check_time_groups(T, G)
     for name, value in (("num_classes", num_classes), ("in_chans", in_chans), ("width", width),
                         ("T", T)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        whole_number(name, value)
     w = width
     return nn.Sequential(
         ConvBN(in_chans, w, 3), _activation(quantizer, T, G),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .._checks import whole_number
 from ..blocks import SFFN, ConvSFFN, Downsample, Residual, SConv, TokenMixer
 from ..coding import check_time_groups
 from ..errors import ConfigError
@@ -41,8 +42,7 @@ class Ge2msT(nn.Module):
         T, G = check_time_groups(T, G)
         for name, value in (("num_classes", num_classes), ("in_chans", in_chans),
                             ("img_size", img_size), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+            whole_number(name, value)
         if len(depths) != 4 or len(heads) != 3 or len(windows) != 2:
             raise ConfigError("depths has 4 entries (stages 1-4), heads 3 (stages 2-4), windows 2 "
                               "(GW-SSA stages 2-3)")
@@ -96,41 +96,41 @@ def _build(defaults: dict, width: int, kwargs: dict, **fixed) -> Ge2msT:
     return Ge2msT(**cfg)
 
 
-@register_model
+@register_model(img_size=224)
 def ge2mst_small(**kwargs) -> Ge2msT:
     """Ge2mS-T Small for 224x224 ImageNet (5.35 M parameters in the paper)."""
     return _build(_IMAGENET, 48, kwargs)
 
 
-@register_model
+@register_model(img_size=224)
 def ge2mst_base(**kwargs) -> Ge2msT:
     """Ge2mS-T Base for 224x224 ImageNet (9.36 M parameters in the paper)."""
     return _build(_IMAGENET, 64, kwargs)
 
 
-@register_model
+@register_model(img_size=224)
 def ge2mst_large(**kwargs) -> Ge2msT:
     """Ge2mS-T Large for 224x224 ImageNet (14.48 M parameters in the paper)."""
     return _build(_IMAGENET, 80, kwargs)
 
 
-@register_model
+@register_model(img_size=32)
 def ge2mst_cifar_small(**kwargs) -> Ge2msT:
     """Small for 32x32 inputs: 3x3 stem, stages at 32, 16, 8, 4."""
     return _build(_CIFAR, 48, kwargs, num_classes=10, img_size=32)
 
 
-@register_model
+@register_model(img_size=32)
 def ge2mst_cifar_base(**kwargs) -> Ge2msT:
     return _build(_CIFAR, 64, kwargs, num_classes=10, img_size=32)
 
 
-@register_model
+@register_model(img_size=32)
 def ge2mst_cifar_large(**kwargs) -> Ge2msT:
     return _build(_CIFAR, 80, kwargs, num_classes=10, img_size=32)
 
 
-@register_model
+@register_model(img_size=32)
 def ge2mst_cifar_tiny(**kwargs) -> Ge2msT:
     """A CPU-sized Ge2mS-T for demos and tests (under 1 M parameters)."""
     return _build(dict(_CIFAR, depths=(1, 1, 1, 1), heads=(2, 4, 8), mlp_ratio=2), 16, kwargs,

@@ -11,21 +11,66 @@ import difflib
 import fnmatch
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
+from .._checks import one_of, whole_number
 from ..errors import ConfigError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_SPECS: dict[str, ModelSpec] = {}
+#: the time steps and ExpG temporal groups a model is built with when nothing else is asked for
+DEFAULT_T, DEFAULT_G = 4, 2
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: register ``fn`` under its function name."""
-    name = fn.__name__
-    if name in _REGISTRY:
-        raise ConfigError(f"model {name!r} is registered twice")
-    _REGISTRY[name] = fn
-    return fn
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows of a model without building it.
+
+    ``method``: ``"progressive"`` (ANN with quantizers, converted after training) or ``"stbp"``
+    (a spiking network trained through time: no temporal groups ``G``, nothing to convert).
+    ``img_size``: the image side the model is built for by default (it takes an ``img_size``
+    keyword for others), or None for a model that runs on any side.
+    """
+
+    name: str
+    method: str = "progressive"
+    img_size: int | None = None
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, *, method: str = "progressive",
+                   img_size: int | None = None):
+    """Decorator: register ``fn`` under its function name, with its `ModelSpec` metadata.
+
+    ``@register_model`` or ``@register_model(method="stbp", img_size=32)``.
+    """
+    one_of("method", method, ("progressive", "stbp"))
+    if img_size is not None:
+        whole_number("img_size", img_size)
+
+    def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _REGISTRY:
+            raise ConfigError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = fn
+        _SPECS[name] = ModelSpec(name, method, img_size)
+        return fn
+
+    return register if fn is None else register(fn)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The `ModelSpec` of the registered model ``name``."""
+    _check_known(name)
+    return _SPECS[name]
+
+
+def _check_known(name: str) -> None:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown model {name!r}{hint} (known: {', '.join(list_models())})")
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -49,15 +94,11 @@ def create_model(name: str, adapter_chans: int | None = None,
     The model gets ``model_name`` and ``model_kwargs`` attributes, which checkpoints record so that
     the same network can be rebuilt.
     """
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown model {name!r}{hint} (known: {', '.join(list_models())})")
+    _check_known(name)
     if pretrained is not False and pretrained is not None:
         return _create_pretrained(name, adapter_chans, pretrained, kwargs)
-    if adapter_chans is not None and (isinstance(adapter_chans, bool) or not isinstance(adapter_chans, int)
-                                      or adapter_chans < 1):
-        raise ConfigError(f"adapter_chans must be a whole number >= 1, got {adapter_chans!r}")
+    if adapter_chans is not None:
+        whole_number("adapter_chans", adapter_chans)
     try:
         model = _REGISTRY[name](**kwargs)
     except TypeError as exc:
@@ -70,6 +111,25 @@ def create_model(name: str, adapter_chans: int | None = None,
     model.model_name = name
     model.model_kwargs = dict(kwargs)
     return model
+
+
+def model_kwargs_for(name: str, *, num_classes: int, in_chans: int, img_size: int,
+                     T: int | None = None, G: int | None = None, **kwargs) -> dict:
+    """The keyword arguments that build model ``name`` for images of ``in_chans`` x ``img_size``
+    x ``img_size`` in ``num_classes`` classes: T (default 4) and, for ExpG models, G (default 2;
+    an STBP model has no temporal groups and refuses one); ``img_size`` is passed only to models
+    built for one side. ``kwargs`` (e.g. ``width``) go through unchanged."""
+    spec = model_spec(name)
+    out = {"num_classes": num_classes, "in_chans": in_chans, "T": DEFAULT_T if T is None else T}
+    if spec.method == "stbp":
+        if G is not None:
+            raise ConfigError(f"temporal groups (G, --groups) apply to ExpG models; {name!r} is an STBP "
+                              "baseline without temporal groups of the ExpG kind")
+    else:
+        out["G"] = DEFAULT_G if G is None else G
+    if spec.img_size is not None and img_size != spec.img_size:
+        out["img_size"] = img_size
+    return {**out, **kwargs}
 
 
 def _create_pretrained(name: str, adapter_chans: int | None, pretrained, kwargs: dict) -> nn.Module:

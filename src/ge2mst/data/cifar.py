@@ -12,7 +12,7 @@ green, then blue pixels of a 32 x 32 image, row-major) and ``b"labels"`` (CIFAR-
 containers and numpy arrays (no other code can run while loading a file).
 
 `load_cifar_batches` takes the batches folder itself, its parent, or the ``.tar.gz`` archive
-(extracted once into the cache, see `ge2mst.data`). `download_cifar` fetches an archive with
+(extracted once into the cache, see `ge2mst.data.archive`). `download_cifar` fetches an archive with
 urllib and checks its md5. Images come back as float32 N x 3 x 32 x 32 in [0, 1].
 """
 
@@ -31,16 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import (
-    ARCHIVE_SUFFIXES,
-    ImageDataset,
-    _balanced_choice,
-    _cache_root,
-    _extract,
-    _one_line,
-    _whole_number,
-)
-from .errors import DataError
+from .._checks import whole_number
+from ..errors import DataError
+from .archive import ARCHIVE_SUFFIXES, cache_root, extract, one_line
+from .dataset import ImageDataset, balanced_choice, check_split
 
 
 @dataclass(frozen=True)
@@ -57,6 +51,8 @@ class CifarSource:
     names_key: bytes  # key of the class names in ``meta``
     labels_key: bytes  # key of the labels in every batch
 
+
+CIFAR_SPECS = ("cifar10", "cifar100")  # the names load_dataset takes for these sets
 
 SOURCES: dict[str, CifarSource] = {
     "cifar10": CifarSource(
@@ -126,9 +122,9 @@ def _read_pickle(file: Path) -> dict:
         with open(file, "rb") as f:
             obj = _SafeUnpickler(f, encoding="bytes").load()
     except OSError as exc:
-        raise DataError(f"cannot read the CIFAR file {str(file)!r} ({_one_line(exc)})") from None
+        raise DataError(f"cannot read the CIFAR file {str(file)!r} ({one_line(exc)})") from None
     except Exception as exc:  # any unpickling failure: truncated, garbage, foreign objects
-        raise DataError(f"CIFAR file {str(file)!r} is corrupt ({_one_line(exc)}): download the "
+        raise DataError(f"CIFAR file {str(file)!r} is corrupt ({one_line(exc)}): download the "
                         "archive again") from None
     if not isinstance(obj, dict):
         raise DataError(f"CIFAR file {str(file)!r} is corrupt (holds a {type(obj).__name__}, not "
@@ -183,7 +179,7 @@ def load_cifar_batches(root: str | os.PathLike[str], split: str = "test", limit:
             or the ``.tar.gz`` archive (extracted once into the cache).
         split: ``"train"``, ``"test"`` or ``"val"`` (the same as ``"test"``).
         limit: keep only this many images, balanced over classes and chosen by ``seed``
-            (`ge2mst.data._balanced_choice`), in that order.
+            (`ge2mst.data.dataset.balanced_choice`), in that order.
         seed: seed of the ``limit`` choice.
         cache_dir: where an archive is extracted (default ``$GE2MST_CACHE`` or ~/.cache/ge2mst).
 
@@ -191,15 +187,12 @@ def load_cifar_batches(root: str | os.PathLike[str], split: str = "test", limit:
         float32 N x 3 x 32 x 32 images in [0, 1] (``byte / 255``), int64 labels, the class names
         of the meta file, named ``cifar10/<split>`` or ``cifar100/<split>``.
     """
-    if split not in ("train", "test", "val"):
-        raise DataError(f"split {split!r} does not exist for CIFAR: use 'train' or 'test' ('val' "
-                        "is the same as 'test')")
-    split = "test" if split == "val" else split
+    split = check_split(split, "CIFAR")
     if limit is not None:
-        limit = _whole_number(limit, "limit")
+        limit = whole_number("limit", limit, error=DataError)
     path = Path(root).expanduser()
     if path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES):
-        path = _extract(path, cache_dir)
+        path = extract(path, cache_dir)
     found = find_cifar_batches(path)
     if found is None:
         raise DataError(f"{str(root)!r} holds no CIFAR python batches: expected "
@@ -218,7 +211,7 @@ def load_cifar_batches(root: str | os.PathLike[str], split: str = "test", limit:
     labels = np.concatenate([lab for _, lab in parts]) if len(parts) > 1 else parts[0][1]
     if len(labels) == 0:
         raise DataError(f"the CIFAR {split} split in {str(folder)!r} holds no images")
-    keep = np.asarray(_balanced_choice(labels.tolist(), limit, seed), dtype=np.int64)
+    keep = np.asarray(balanced_choice(labels.tolist(), limit, seed), dtype=np.int64)
     chosen = pixels[keep].reshape(-1, 3, _IMAGE_SIDE, _IMAGE_SIDE)
     images = torch.from_numpy(np.ascontiguousarray(chosen)).float().div_(255.0)
     targets = torch.from_numpy(labels[keep].copy())
@@ -249,7 +242,7 @@ def download_cifar(name: str, data_dir: str | os.PathLike[str]) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{source.archive}.partial-", dir=folder)
     except OSError as exc:
-        raise DataError(f"cannot write to {str(folder)!r} ({_one_line(exc)}): pass --data-dir "
+        raise DataError(f"cannot write to {str(folder)!r} ({one_line(exc)}): pass --data-dir "
                         "with a writable folder") from None
     tmp = Path(tmp_name)
     digest = hashlib.md5(usedforsecurity=False)
@@ -261,7 +254,7 @@ def download_cifar(name: str, data_dir: str | os.PathLike[str]) -> Path:
                 out.write(block)
     except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
         tmp.unlink(missing_ok=True)
-        raise DataError(f"cannot download {name} from {source.url} ({_one_line(exc)}): without "
+        raise DataError(f"cannot download {name} from {source.url} ({one_line(exc)}): without "
                         f"network, place {source.archive} or its {source.folder}/ folder in the "
                         f"folder given by --data-dir ({str(folder)!r})") from None
     if digest.hexdigest() != source.md5:
@@ -281,10 +274,14 @@ def load_named_cifar(name: str, split: str = "test", limit: int | None = None, s
     ~/.cache/ge2mst; it is searched for the batches folder, then for the archive.
     """
     source = SOURCES[name]
-    cache = _cache_root(cache_dir)
+    cache = cache_root(cache_dir)
     if find_cifar_batches(cache / source.folder) is not None:
         return load_cifar_batches(cache / source.folder, split, limit, seed, cache_dir)
     archive = cache / source.archive
     if not archive.is_file():
         archive = download_cifar(name, cache)
     return load_cifar_batches(archive, split, limit, seed, cache_dir)
+
+
+__all__ = ["CIFAR_SPECS", "SOURCES", "CifarSource", "download_cifar", "find_cifar_batches",
+           "load_cifar_batches", "load_named_cifar"]

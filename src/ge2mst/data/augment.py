@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from .errors import ConfigError
+from .._checks import in_unit_interval, non_negative, whole_number
+from ..errors import ConfigError
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, padding: int = 0, hflip: bool = False,
@@ -65,16 +66,6 @@ def _gamma_sample(alpha: float, gen: torch.Generator) -> float:
             return d * v * boost
 
 
-def _finite_non_negative(value: object, what: str) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
-        raise ConfigError(f"mix_batch: {what} must be a finite number >= 0, got {value!r}")
-    return number
-
-
 def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, gen: torch.Generator,
               mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, switch_prob: float = 0.5,
               label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,16 +99,13 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, gen: torch.Gen
     Raises:
         ConfigError: a bad argument, named in the message.
     """
-    mixup_alpha = _finite_non_negative(mixup_alpha, "mixup_alpha")
-    cutmix_alpha = _finite_non_negative(cutmix_alpha, "cutmix_alpha")
-    switch_prob = _finite_non_negative(switch_prob, "switch_prob")
-    if switch_prob > 1:
-        raise ConfigError(f"mix_batch: switch_prob must lie in [0, 1], got {switch_prob!r}")
-    smoothing = _finite_non_negative(label_smoothing, "label_smoothing")
+    mixup_alpha = non_negative("mix_batch: mixup_alpha", mixup_alpha)
+    cutmix_alpha = non_negative("mix_batch: cutmix_alpha", cutmix_alpha)
+    switch_prob = in_unit_interval("mix_batch: switch_prob", switch_prob)
+    smoothing = non_negative("mix_batch: label_smoothing", label_smoothing)
     if smoothing >= 1:
         raise ConfigError(f"mix_batch: label_smoothing must lie in [0, 1), got {label_smoothing!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"mix_batch: num_classes must be a whole number >= 1, got {num_classes!r}")
+    whole_number("mix_batch: num_classes", num_classes)
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ConfigError(f"mix_batch: x must be a B x C x H x W floating-point tensor, got {shape}")

@@ -39,8 +39,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .data import ImageDataset, _balanced_choice, _one_line, _visible, _whole_number, list_class_folders
-from .errors import DataError
+from .._checks import whole_number
+from ..errors import DataError
+from .archive import one_line, visible
+from .dataset import ImageDataset, balanced_choice, check_split
+from .folders import list_class_folders
 
 EVENT_EXTENSIONS = (".npz", ".aedat")
 SENSOR_SIZE = (128, 128)  # (H, W) of the DVS128 camera of CIFAR10-DVS
@@ -100,7 +103,7 @@ def read_npz_events(file: str | os.PathLike[str]) -> Events:
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise DataError(f"event file {os.fspath(file)!r} is corrupt ({_one_line(exc)}): replace "
+        raise DataError(f"event file {os.fspath(file)!r} is corrupt ({one_line(exc)}): replace "
                         "or remove it") from None
     return _finish(file, t, x, y, p)
 
@@ -110,7 +113,7 @@ def read_aedat_events(file: str | os.PathLike[str]) -> Events:
     try:
         raw = Path(file).read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read the event file {os.fspath(file)!r} ({_one_line(exc)})") from None
+        raise DataError(f"cannot read the event file {os.fspath(file)!r} ({one_line(exc)})") from None
     pos = 0
     while raw.startswith(b"#", pos):
         end = raw.find(b"\n", pos)
@@ -149,7 +152,7 @@ def events_to_frames(events: Events, T: int, H: int = SENSOR_SIZE[0], W: int = S
     ``p``. No events give all zeros. Coordinates outside ``W`` x ``H`` raise `DataError` (naming
     ``file`` when given).
     """
-    T = _whole_number(T, "frames")
+    T = whole_number("frames", T, error=DataError)
     if split_by not in SPLIT_BY:
         raise DataError(f"split_by must be 'number' or 'time', got {split_by!r}")
     t, x, y, p = (np.asarray(a, dtype=np.int64) for a in events)
@@ -176,7 +179,7 @@ def events_to_frames(events: Events, T: int, H: int = SENSOR_SIZE[0], W: int = S
 # ---- folders ------------------------------------------------------------------------------------
 def _event_files(folder: Path) -> list[str]:
     with os.scandir(folder) as it:
-        return sorted(e.path for e in _visible(it) if e.is_file()
+        return sorted(e.path for e in visible(it) if e.is_file()
                       and e.name.lower().endswith(EVENT_EXTENSIONS))
 
 
@@ -187,7 +190,7 @@ def is_event_folder(path: str | os.PathLike[str]) -> bool:
         return False
     try:
         with os.scandir(root) as it:
-            classes = sorted(e.path for e in _visible(it) if e.is_dir())
+            classes = sorted(e.path for e in visible(it) if e.is_dir())
         return bool(classes) and bool(_event_files(Path(classes[0])))
     except OSError:
         return False
@@ -229,27 +232,25 @@ def load_dvs(root: str | os.PathLike[str], split: str = "test", frames: int = DE
         float32 N x 2T x H x W images (channel ``2 t + p``), each divided by its largest value
         (after pooling) so that it lies in [0, 1].
     """
-    if split not in ("train", "test", "val"):
-        raise DataError(f"split {split!r} does not exist for event data: use 'train' or 'test' "
-                        "('val' is the same as 'test')")
-    split = "test" if split == "val" else split
-    T = _whole_number(frames, "frames")
+    split = check_split(split, "event data")
+    T = whole_number("frames", frames, error=DataError)
     if split_by not in SPLIT_BY:
         raise DataError(f"split_by must be 'number' or 'time', got {split_by!r}")
     if limit is not None:
-        limit = _whole_number(limit, "limit")
+        limit = whole_number("limit", limit, error=DataError)
     out_hw: tuple[int, int] | None = None
     if size is not None:
         pair = (size, size) if not isinstance(size, tuple | list) else tuple(size)
         if len(pair) != 2:
             raise DataError(f"size must be one whole number or a pair, got {size!r}")
-        out_hw = (_whole_number(pair[0], "size"), _whole_number(pair[1], "size"))
+        out_hw = (whole_number("size", pair[0], error=DataError),
+                  whole_number("size", pair[1], error=DataError))
     path = Path(root).expanduser()
     classes, files, labels = _split_files(path, split)
     if not files:
         raise DataError(f"the {split} split of {str(path)!r} is empty: every class has a single "
                         "recording, which goes to 'train'")
-    keep = _balanced_choice(labels, limit, seed)
+    keep = balanced_choice(labels, limit, seed)
     h, w = sensor_size
     oh, ow = out_hw if out_hw is not None else (h, w)
     images = torch.empty(len(keep), 2 * T, oh, ow, dtype=torch.float32)
@@ -262,3 +263,8 @@ def load_dvs(root: str | os.PathLike[str], split: str = "test", frames: int = DE
         images[n] = img[0] / peak if peak > 0 else img[0]
     targets = torch.tensor([labels[i] for i in keep], dtype=torch.int64)
     return ImageDataset(images, targets, classes, f"{path.resolve().name}/{split}")
+
+
+__all__ = ["DEFAULT_FRAMES", "EVENT_EXTENSIONS", "SENSOR_SIZE", "SPLIT_BY", "TRAIN_FRACTION",
+           "Events", "events_to_frames", "is_event_folder", "load_dvs", "read_aedat_events",
+           "read_events", "read_npz_events"]
