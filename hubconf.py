@@ -21,7 +21,7 @@ def _entry(name):
         return _create_model(name, pretrained=pretrained, **kwargs)
 
     entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = (f"ge2mst model {name!r} (ANN mode; ge2mst.convert makes it spiking). "
+    entry.__doc__ = (f"ge2mst model {name!r} (ANN mode; ge2mst.conversion.converter makes it spiking). "
                      "pretrained: True for the shipped weights, or a checkpoint path / run folder; "
                      "other keywords go to the model's builder.")
     return entry

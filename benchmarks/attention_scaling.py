@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from ge2mst import calibrate, convert
-from ge2mst.attention import GWSSA, SSA
-from ge2mst.energy import count_operations
-from ge2mst.quant import ExpGQuant
+from ge2mst.analysis.energy import count_operations
+from ge2mst.core.quantizers import ExpGQuant
+from ge2mst.nn.attention import GWSSA, SSA
 
 
 def measure(attn: nn.Module, side: int, batch: int) -> dict:

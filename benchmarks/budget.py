@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from ge2mst.checkpoint import portable_path
+from ge2mst.io.checkpoint import portable_path
 
 HERE = Path(__file__).resolve().parent
 RUNS = {

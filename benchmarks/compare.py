@@ -17,8 +17,8 @@ time.
 At T = 4 each network then runs as a spiking network on ``--images`` test images: Ge2mS-T
 converted (event mode, ExpG-IF) after lambda / BatchNorm calibration, Spikformer in eval mode
 after BatchNorm statistics from the same images. Time per image is the median of three runs;
-SOPs, MACs and energy per image come from the counters (`ge2mst.energy.count_operations`,
-`ge2mst.baselines.counting.count_stbp_operations`). The networks are untrained: their firing is
+SOPs, MACs and energy per image come from the counters (`ge2mst.analysis.energy.count_operations`,
+`ge2mst.analysis.energy_stbp.count_stbp_operations`). The networks are untrained: their firing is
 not that of trained networks, so the operation counts show the counters and the architectures'
 dense costs, not trained figures.
 
@@ -119,7 +119,7 @@ def _images(data: str, split: str, n: int) -> torch.Tensor:
 
 
 def worker_train(args) -> dict:
-    from ge2mst.quant import set_mixing
+    from ge2mst.core.quantizers import set_mixing
 
     torch.manual_seed(0)
     x, y = _images(args.data, "train", args.batch)
@@ -156,8 +156,8 @@ def worker_train(args) -> dict:
 @torch.no_grad()
 def worker_infer(args) -> dict:
     from ge2mst import calibrate, convert
-    from ge2mst.baselines.counting import count_stbp_operations
-    from ge2mst.energy import count_operations
+    from ge2mst.analysis.energy import count_operations
+    from ge2mst.analysis.energy_stbp import count_stbp_operations
 
     torch.manual_seed(0)
     x, _ = _images(args.data, "test", args.images)

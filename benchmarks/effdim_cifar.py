@@ -20,10 +20,10 @@ from dataclasses import asdict
 import torch
 
 from ge2mst import calibrate, create_model
-from ge2mst import effdim as ed
-from ge2mst.checkpoint import save_checkpoint
+from ge2mst.analysis import effdim as ed
 from ge2mst.data import load_dataset, normalize
-from ge2mst.train import TrainConfig, accuracy, train
+from ge2mst.io.checkpoint import save_checkpoint
+from ge2mst.training.trainer import TrainConfig, accuracy, train
 
 
 def main() -> None:

@@ -18,10 +18,10 @@ from dataclasses import asdict
 import torch
 
 from ge2mst import calibrate, create_model
-from ge2mst import effdim as ed
-from ge2mst.checkpoint import load_checkpoint, save_checkpoint
+from ge2mst.analysis import effdim as ed
 from ge2mst.data import load_dataset, normalize
-from ge2mst.train import TrainConfig, accuracy, train
+from ge2mst.io.checkpoint import load_checkpoint, save_checkpoint
+from ge2mst.training.trainer import TrainConfig, accuracy, train
 
 SETTINGS = [(1, 1), (2, 1), (2, 2), (4, 1), (4, 2), (4, 4), (8, 2), (8, 4)]
 

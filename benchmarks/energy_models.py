@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ge2mst import calibrate, convert, create_model
+from ge2mst.analysis.energy import count_operations
 from ge2mst.data import load_dataset, normalize
-from ge2mst.energy import count_operations
 
 PAPER = {"ge2mst_small": (1.29e9, 1.16), "ge2mst_base": (2.14e9, 1.92), "ge2mst_large": (3.15e9, 2.83)}
 

@@ -15,8 +15,8 @@ import time
 import torch
 
 from ge2mst import calibrate, create_model
+from ge2mst.analysis.verification import verify
 from ge2mst.data import load_dataset, normalize
-from ge2mst.verify import verify
 
 
 def main() -> None:

@@ -21,10 +21,10 @@ import time
 import torch
 
 from ge2mst import calibrate, convert, create_model
+from ge2mst.analysis.verification import is_exact, verify
+from ge2mst.core.quantizers import set_mixing
 from ge2mst.data import load_dataset, normalize
-from ge2mst.quant import set_mixing
-from ge2mst.train import TrainConfig, Trainer
-from ge2mst.verify import is_exact, verify
+from ge2mst.training.trainer import TrainConfig, Trainer
 
 
 def _sync(device: torch.device) -> None:

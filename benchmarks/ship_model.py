@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ge2mst.checkpoint import read_checkpoint  # noqa: E402
+from ge2mst.io.checkpoint import read_checkpoint  # noqa: E402
 from ge2mst.models.pretrained import sha256_of  # noqa: E402
 
 WEIGHTS = ROOT / "src" / "ge2mst" / "weights"

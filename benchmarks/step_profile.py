@@ -39,9 +39,9 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def main() -> None:
+    from ge2mst.core.quantizers import quantizers
     from ge2mst.data import load_dataset, normalize
     from ge2mst.models import create_model
-    from ge2mst.quant import quantizers
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/cifar10-jpg.tar.gz"))

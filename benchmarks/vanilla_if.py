@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from ge2mst import calibrate, convert, create_model
-from ge2mst.checkpoint import load_checkpoint, save_checkpoint
+from ge2mst.analysis.verification import verify
 from ge2mst.data import load_dataset, normalize
-from ge2mst.train import TrainConfig, accuracy, train
-from ge2mst.verify import verify
+from ge2mst.io.checkpoint import load_checkpoint, save_checkpoint
+from ge2mst.training.trainer import TrainConfig, accuracy, train
 
 STEPS = (4, 8, 16, 32, 64)
 

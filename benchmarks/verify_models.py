@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ge2mst import calibrate, create_model
+from ge2mst.analysis.verification import verify
 from ge2mst.data import load_dataset, normalize
-from ge2mst.verify import verify
 
 
 def row(name, size, images, r, sec, params):

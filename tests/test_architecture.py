@@ -7,14 +7,14 @@ import torch
 from torch import nn
 
 from ge2mst import ConfigError, InputError, calibrate, convert, create_model
-from ge2mst.attention import GWSSA, SSA, group_index, group_tokens, ungroup_tokens
-from ge2mst.blocks import SFFN, ConvSFFN, Residual, SConv, TokenMixer
+from ge2mst.analysis.energy import count_operations
+from ge2mst.analysis.verification import verify
 from ge2mst.cli import main
-from ge2mst.convert import fuse_batchnorm
-from ge2mst.energy import count_operations
-from ge2mst.layers import ConvBN
-from ge2mst.quant import ExpGQuant
-from ge2mst.verify import verify
+from ge2mst.conversion.converter import fuse_batchnorm
+from ge2mst.core.quantizers import ExpGQuant
+from ge2mst.nn.attention import GWSSA, SSA, group_index, group_tokens, ungroup_tokens
+from ge2mst.nn.blocks import SFFN, ConvSFFN, Residual, SConv, TokenMixer
+from ge2mst.nn.layers import ConvBN
 
 
 # ---- grouping ----------------------------------------------------------------------------------

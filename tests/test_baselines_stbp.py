@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from ge2mst import ConfigError, InputError, create_model, list_models
-from ge2mst.baselines import LIF, Spikformer, TernaryLIF, parameter_count
+from ge2mst.analysis.energy import to_markdown
+from ge2mst.analysis.energy_stbp import allowed_pairs, count_stbp_operations
+from ge2mst.baselines import LIF, TernaryLIF
 from ge2mst.baselines.attention import A2OS2A, GroupedProjection
-from ge2mst.baselines.counting import allowed_pairs, count_stbp_operations
 from ge2mst.baselines.lif import ArcTanSpike, arctan_surrogate
-from ge2mst.energy import to_markdown
+from ge2mst.models.spikformer import Spikformer, parameter_count
 
 
 def lif_reference(x, tau, thr, ternary=False):
@@ -179,7 +180,7 @@ def test_energy_cli_counts_an_stbp_baseline_from_its_spikes(tmp_path, capsys):
     """`ge2mst energy` on an STBP model counts its emitted spikes (no conversion, no calibration)."""
     import json
 
-    from ge2mst.baselines.counting import count_stbp_operations
+    from ge2mst.analysis.energy_stbp import count_stbp_operations
     from ge2mst.cli import main
     from ge2mst.data import load_dataset, normalize
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ge2mst import CheckpointError, create_model
-from ge2mst.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from ge2mst.io.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 
 
 def test_round_trip_keeps_weights_lambda_and_config(tmp_path):
@@ -43,8 +43,8 @@ def test_truncated_and_garbage_files(tmp_path):
 def test_safetensors_of_another_tool_or_a_converted_network(tmp_path):
     from safetensors.torch import save_file
 
-    from ge2mst.convert import convert
-    from ge2mst.snn_io import save_spiking
+    from ge2mst.conversion.converter import convert
+    from ge2mst.io.spiking import save_spiking
 
     foreign = tmp_path / "foreign.safetensors"
     save_file({"weight": torch.zeros(2)}, str(foreign), metadata={"format": "pt"})
@@ -74,7 +74,7 @@ def test_failed_save_keeps_the_good_checkpoint(tmp_path, monkeypatch):
     model = create_model("ge2mst_cnn_tiny", in_chans=1, width=4)
     path = save_checkpoint(tmp_path / "m.safetensors", model)
     good = path.read_bytes()
-    import ge2mst.checkpoint as ck
+    import ge2mst.io.checkpoint as ck
 
     def boom(*args, **kwargs):
         raise OSError("disk full")

@@ -79,8 +79,8 @@ def test_verify_on_the_embedded_digits_with_a_checkpoint(capsys, tmp_path):
     import torch
 
     from ge2mst import calibrate, create_model
-    from ge2mst.checkpoint import save_checkpoint
     from ge2mst.data import load_dataset, normalize
+    from ge2mst.io.checkpoint import save_checkpoint
 
     data = load_dataset("digits", split="train")
     mean, std = data.channel_stats()

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from ge2mst.coding import ExpGCodeBook, UniformCodeBook, check_time_groups
+from ge2mst.core.coding import ExpGCodeBook, UniformCodeBook, check_time_groups
 from ge2mst.errors import ConfigError
 
 VALID_TG = [(T, G) for T in range(1, 9) for G in range(1, T + 1) if T % G == 0]

@@ -21,11 +21,9 @@ from ge2mst import (
     create_model,
     set_time_steps,
 )
-from ge2mst.attention import SSA
-from ge2mst.convert import ConversionOptions
-from ge2mst.errors import ConfigError
-from ge2mst.layers import ConvBN, Synapse, TimeDistributed
-from ge2mst.mapping import (
+from ge2mst.analysis.verification import verify
+from ge2mst.conversion.converter import ConversionOptions
+from ge2mst.conversion.mapping import (
     DEFAULT_SPIKING_MAPPING,
     builder_for,
     expg_neuron,
@@ -33,9 +31,11 @@ from ge2mst.mapping import (
     synapse,
     time_distributed,
 )
-from ge2mst.quant import ExpIFQuant, QCFSQuant, quantizers
-from ge2mst.spiking_attention import SpikingGWSSA
-from ge2mst.verify import verify
+from ge2mst.core.quantizers import ExpIFQuant, QCFSQuant, quantizers
+from ge2mst.errors import ConfigError
+from ge2mst.nn.attention import SSA
+from ge2mst.nn.layers import ConvBN, Synapse, TimeDistributed
+from ge2mst.nn.spiking_attention import SpikingGWSSA
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import ge2mst.quant as quant
+import ge2mst.core.quantizers as quant
 from ge2mst import ExpGQuant, SignedExpGQuant
 from ge2mst.cli import main
-from ge2mst.coding import ExpGCodeBook, expg_codebook
+from ge2mst.core.coding import ExpGCodeBook, expg_codebook
+from ge2mst.core.quantizers import QCFSQuant, quantizers, set_mixing
 from ge2mst.models import create_model, list_models
-from ge2mst.quant import QCFSQuant, quantizers, set_mixing
-from ge2mst.train import TrainConfig, Trainer
+from ge2mst.training.trainer import TrainConfig, Trainer
 
 META = torch.device("meta")
 

@@ -14,8 +14,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ge2mst.quant import ExpGQuant
-from ge2mst.train import TrainConfig, Trainer
+from ge2mst.core.quantizers import ExpGQuant
+from ge2mst.training.trainer import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ge2mst import InputError, calibrate, create_model
-from ge2mst.effdim import (
+from ge2mst.analysis.effdim import (
     advise,
     entropy_rank,
     epsilon_curve,

@@ -8,7 +8,7 @@ from conftest import CIFAR, CIFAR_MISSING
 from torch import nn
 
 from ge2mst import ExpGQuant, QCFSQuant, calibrate, convert
-from ge2mst.energy import OperationCounter, count_operations, dense_macs, event_sops
+from ge2mst.analysis.energy import OperationCounter, count_operations, dense_macs, event_sops
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_cifar = pytest.mark.skipif(not CIFAR.is_file(), reason=CIFAR_MISSING)
@@ -78,7 +78,7 @@ def test_a_real_valued_tensor_in_a_middle_layer_is_reported_as_macs():
 
 # ---- input classes, attention products, neuron updates -----------------------------------------
 def test_input_classes():
-    from ge2mst.energy import classify_input
+    from ge2mst.analysis.energy import classify_input
 
     binary = torch.zeros(4, 2, 5)
     binary[0, 0, 1] = binary[2, 1, 3] = 0.5
@@ -96,7 +96,7 @@ def test_input_classes():
 
 
 def test_attention_product_between_two_known_spike_matrices():
-    from ge2mst.energy import spike_pair_coincidences
+    from ge2mst.analysis.energy import spike_pair_coincidences
 
     # spike counts per element (tokens x dims) of Q and K inside one group
     cq = torch.tensor([[1, 0, 2], [0, 1, 1]])
@@ -109,7 +109,7 @@ def test_attention_product_between_two_known_spike_matrices():
 
 def test_neuron_updates_by_form():
     from ge2mst import ExpGIF, IFNeuron
-    from ge2mst.energy import neuron_updates
+    from ge2mst.analysis.energy import neuron_updates
 
     # T = 4, G = 2, groups {1,2} {3,4}; three neurons: 0110, 1000, 0000
     spikes = torch.tensor([[0, 1, 0], [1, 0, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.int8)
@@ -225,8 +225,8 @@ VALID_TG = [(T, G) for T in range(1, 9) for G in range(1, T + 1) if T % G == 0]
 def test_tally_from_levels_equals_tally_from_spike_trains(T, G, signed):
     """Per step, per neuron, histogram and sign: from each neuron's level through the code
     book's pattern table, and from its spike pattern counted spike by spike."""
-    from ge2mst.coding import expg_codebook
-    from ge2mst.neurons import SpikeTally
+    from ge2mst.core.coding import expg_codebook
+    from ge2mst.core.neurons import SpikeTally
 
     book = expg_codebook(T, G)
     M = book.num_levels
@@ -296,9 +296,9 @@ def test_tally_counts_equal_spike_train_counts_on_real_images(cache_dir, checkpo
     """The shipped checkpoints (ExpG CNN, Ge2mS-T with GW-SSA, vanilla IF) on 48 real CIFAR-10
     test images in two batches: counting from tallies gives the report of counting from the
     recorded spike trains, to the last digit, and the same logits."""
-    from ge2mst.checkpoint import load_checkpoint
+    from ge2mst.conversion.kinds import default_encoding
     from ge2mst.data import load_dataset, normalize
-    from ge2mst.kinds import default_encoding
+    from ge2mst.io.checkpoint import load_checkpoint
 
     model, config = load_checkpoint(ROOT / "checkpoints" / f"{checkpoint}.safetensors")
     data = load_dataset(str(CIFAR), split="test", limit=48, cache_dir=cache_dir, progress=False)

@@ -1,4 +1,4 @@
-"""``ge2mst eval`` and ``ge2mst convert`` / `ge2mst.snn_io.load_spiking`: accuracy of both modes,
+"""``ge2mst eval`` and ``ge2mst convert`` / `ge2mst.io.spiking.load_spiking`: accuracy of both modes,
 a spiking network saved and rebuilt bit for bit, and one-line errors for bad files."""
 
 import json
@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import CIFAR, CIFAR_MISSING
 
-from ge2mst.checkpoint import load_checkpoint
 from ge2mst.cli import main
-from ge2mst.convert import convert
+from ge2mst.conversion.converter import convert
 from ge2mst.errors import CheckpointError
+from ge2mst.io.checkpoint import load_checkpoint
 
 needs_cifar = pytest.mark.skipif(not CIFAR.is_file(), reason=CIFAR_MISSING)
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +41,8 @@ def assert_one_line_error(code, out, err, message):
 def digits_ckpt(tmp_path_factory):
     """A small calibrated ExpG network for the 8x8 digits (no CIFAR needed)."""
     from ge2mst import calibrate, create_model
-    from ge2mst.checkpoint import save_checkpoint
     from ge2mst.data import load_dataset, normalize
+    from ge2mst.io.checkpoint import save_checkpoint
 
     data = load_dataset("digits", split="train")
     mean, std = data.channel_stats()
@@ -151,7 +151,7 @@ def test_eval_on_digits(capsys, digits_ckpt):
 
 def test_eval_top5_only_with_more_than_five_classes():
     from ge2mst import calibrate, create_model
-    from ge2mst.evaluate import evaluate
+    from ge2mst.analysis.evaluation import evaluate
 
     torch.manual_seed(0)
     model = create_model("ge2mst_cnn_tiny", in_chans=1, num_classes=5, width=4)
@@ -189,7 +189,7 @@ def test_eval_of_a_truncated_or_foreign_checkpoint(capsys, tmp_path):
 @needs_cifar
 @pytest.mark.cifar
 def test_convert_then_load_spiking_is_bit_identical(capsys, cache_dir, tmp_path):
-    from ge2mst.snn_io import load_spiking, sha256_of
+    from ge2mst.io.spiking import load_spiking, sha256_of
 
     out = tmp_path / "snn" / "tiny_snn.safetensors"
     code, text, _ = run(capsys, "convert", EXPG, "--out", out, "--json")
@@ -222,7 +222,7 @@ def test_convert_then_load_spiking_is_bit_identical(capsys, cache_dir, tmp_path)
 
 def test_convert_options_round_trip_on_digits(capsys, digits_ckpt, tmp_path):
     from ge2mst.data import load_dataset, normalize
-    from ge2mst.snn_io import load_spiking
+    from ge2mst.io.spiking import load_spiking
 
     out = tmp_path / "seq.safetensors"
     code, text, _ = run(capsys, "convert", digits_ckpt, "--out", out, "--T", "8", "--groups", "4",
@@ -276,7 +276,7 @@ def test_failed_conversion_leaves_the_existing_output_untouched(capsys, digits_c
 def test_load_spiking_rejects_bad_files(capsys, digits_ckpt, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from ge2mst.snn_io import load_spiking
+    from ge2mst.io.spiking import load_spiking
 
     good = tmp_path / "good.safetensors"
     assert run(capsys, "convert", digits_ckpt, "--out", good)[0] == 0
@@ -332,7 +332,7 @@ def test_load_spiking_rejects_bad_files(capsys, digits_ckpt, tmp_path):
 
 def test_convert_refuses_stbp_models(capsys, tmp_path):
     from ge2mst import create_model
-    from ge2mst.checkpoint import save_checkpoint
+    from ge2mst.io.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(tmp_path / "stbp.safetensors",
                            create_model("spikformer_tiny", in_chans=1, img_size=8, T=2))
@@ -354,7 +354,7 @@ def test_unrecorded_fast_paths_are_bit_identical_on_real_images(cache_dir, check
     without recording (each neuron decodes Q(V) with the quantizer's kernel) equals the
     BatchNorm-folded ANN bit for bit, and the event-mode network gives the same logits with and
     without recording its spike trains."""
-    from ge2mst.convert import fuse_batchnorm
+    from ge2mst.conversion.converter import fuse_batchnorm
 
     model, _ = load_checkpoint(checkpoint)
     model.eval()

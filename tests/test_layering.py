@@ -102,3 +102,75 @@ def test_the_reader_finds_function_level_imports():
 def test_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+#: the layers, bottom to top; a module may import its own layer and those below it
+LAYERS = [
+    ("ge2mst.errors", "ge2mst._checks", "ge2mst._files", "ge2mst._faults", "ge2mst._version",
+     "ge2mst._weights", "ge2mst.weights"),
+    ("ge2mst.core", "ge2mst.data"),
+    ("ge2mst.nn",),
+    ("ge2mst.baselines",),
+    ("ge2mst.models",),
+    ("ge2mst.conversion",),
+    ("ge2mst.analysis",),
+    ("ge2mst.io",),
+    ("ge2mst.training",),
+    ("ge2mst.cli",),
+]
+#: what each side of a layer shared by two packages may not import from the other
+APART = {"ge2mst.core": "ge2mst.data", "ge2mst.data": "ge2mst.core"}
+
+
+def layer_of(module: str) -> tuple[int, str]:
+    for rank, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                return rank, prefix
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    wrong = []
+    for module, targets in graph.items():
+        if module == "ge2mst":  # the package face re-exports from every layer
+            continue
+        rank, home = layer_of(module)
+        for target in targets:
+            if target == "ge2mst":
+                wrong.append(f"{module} -> the package root (import the module itself)")
+                continue
+            there, prefix = layer_of(target)
+            if there > rank or APART.get(home) == prefix:
+                wrong.append(f"{module} -> {target}")
+    return sorted(wrong)
+
+
+def test_the_layer_check_sees_an_upward_import():
+    graph = {"ge2mst.core.neurons": {"ge2mst.nn.layers"}, "ge2mst.nn.layers": {"ge2mst.errors"},
+             "ge2mst.data.load": {"ge2mst.core.coding"}}
+    assert upward_imports(graph) == ["ge2mst.core.neurons -> ge2mst.nn.layers",
+                                     "ge2mst.data.load -> ge2mst.core.coding"]
+
+
+def test_imports_point_down_the_layers():
+    wrong = upward_imports(import_graph())
+    assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def test_no_package_attribute_hides_a_submodule():
+    """``import ge2mst.x.y as m`` must give the module y, not a function y re-exported by x."""
+    import importlib
+    import pkgutil
+
+    import ge2mst
+
+    hidden = []
+    for info in pkgutil.walk_packages(ge2mst.__path__, "ge2mst."):
+        if info.name.endswith("__main__"):  # running it is what importing it does
+            continue
+        module = importlib.import_module(info.name)
+        parent, _, leaf = info.name.rpartition(".")
+        if getattr(importlib.import_module(parent), leaf) is not module:
+            hidden.append(info.name)
+    assert not hidden, f"re-exported names hide these modules: {hidden}"

@@ -6,7 +6,6 @@ Applied by monkeypatching, each must turn `verify` to ``exact: false`` and ``ver
 exit status 1; without the mutation the very same run is exact (the control case).
 """
 
-import importlib
 import json
 import math
 
@@ -17,20 +16,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import ge2mst.quant as quant
+import ge2mst.analysis.verification as verify_module
+import ge2mst.core.quantizers as quant
 from ge2mst import ExpGIF, ExpGQuant, SignedExpGQuant
-from ge2mst.attention import GWSSA
-from ge2mst.calibrate import calibrate
+from ge2mst.analysis.faults import FAULTS, inject
+from ge2mst.analysis.verification import EXACT_MAX_REL_DIFF, exactness_failures, is_exact, verify
 from ge2mst.cli import main
-from ge2mst.coding import expg_codebook, level_spacing
-from ge2mst.conversion_faults import FAULTS, inject
-from ge2mst.convert import convert as convert_function
+from ge2mst.conversion.calibration import calibrate
+from ge2mst.conversion.converter import convert as convert_function
+from ge2mst.core.coding import expg_codebook, level_spacing
+from ge2mst.core.oracle import ExpGOracle, float32_round, legal_levels
 from ge2mst.errors import ConfigError
-from ge2mst.layers import ConvBN
-from ge2mst.oracle import ExpGOracle, float32_round, legal_levels
-from ge2mst.verify import EXACT_MAX_REL_DIFF, exactness_failures, is_exact, verify
+from ge2mst.nn.attention import GWSSA
+from ge2mst.nn.layers import ConvBN
 
-verify_module = importlib.import_module("ge2mst.verify")  # the module (ge2mst.verify: the function)
 VALID_TG = [(T, G) for T in range(1, 9) for G in range(1, T + 1) if T % G == 0]
 needs_cifar = pytest.mark.skipif(not CIFAR.is_file(), reason=CIFAR_MISSING)
 

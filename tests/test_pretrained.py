@@ -13,8 +13,8 @@ import torch
 
 import ge2mst.models.pretrained as pretrained_module
 from ge2mst import create_model
-from ge2mst.checkpoint import save_checkpoint
 from ge2mst.errors import CheckpointError, ConfigError
+from ge2mst.io.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = pretrained_module.shipped_weights()
@@ -147,8 +147,8 @@ def test_the_wheel_carries_the_weights_and_their_index(tmp_path):
 def test_eval_with_pretrained_equals_eval_with_the_checkpoint(tmp_path, capsys):
     """``ge2mst eval --model NAME --pretrained PATH`` runs the very network that
     ``--checkpoint PATH`` runs (no calibration over it), and says where its weights came from."""
-    from ge2mst.calibrate import calibrate
     from ge2mst.cli import main
+    from ge2mst.conversion.calibration import calibrate
 
     torch.manual_seed(0)
     model = create_model("ge2mst_cnn_tiny", in_chans=1, width=8)

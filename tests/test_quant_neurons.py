@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ge2mst import ExpGIF, ExpGQuant, IFNeuron, QCFSQuant, SignedExpGQuant
-from ge2mst.coding import expg_codebook, level_spacing
+from ge2mst.core.coding import expg_codebook, level_spacing
 from ge2mst.errors import ConfigError, InputError
 
 VALID_TG = [(T, G) for T in range(1, 9) for G in range(1, T + 1) if T % G == 0]
@@ -67,8 +67,8 @@ def test_float32_fast_path_equals_the_float64_integer_path(tg, signed, lam, valu
     """Training's float32 quantizer (binary search on rounded-up boundaries, or the grid with
     two exact edge comparisons) gives the very bits of delta * code computed in float64 and
     rounded once, at every boundary and one float32 ulp either side, for inf, -0 and NaN."""
-    import ge2mst.quant as quant
-    from ge2mst.coding import uniform_codebook
+    import ge2mst.core.quantizers as quant
+    from ge2mst.core.coding import uniform_codebook
 
     T, G = tg
     book = uniform_codebook(G) if T == 0 else expg_codebook(T, G)  # (0, L): QCFS levels
@@ -284,9 +284,9 @@ def test_float32_fast_path_is_bit_identical_on_real_cifar_activations(cache_dir,
     """Every quantizer input of the trained, shipped cifar_tiny on 128 real CIFAR-10 test images
     in a training-mode forward pass (float32, as in training: convolutions, MLPs, Q, K, V and the
     attention matrices) quantizes to the very bits of the float64 integer path."""
-    import ge2mst.quant as quant
-    from ge2mst.checkpoint import load_checkpoint
+    import ge2mst.core.quantizers as quant
     from ge2mst.data import load_dataset, normalize
+    from ge2mst.io.checkpoint import load_checkpoint
 
     model, config = load_checkpoint(SHIPPED_TINY, T=T, G=G)
     model.train()  # the training path: attention through the quantizers, not the integer codes

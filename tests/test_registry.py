@@ -11,7 +11,7 @@ from conftest import CIFAR, CIFAR_MISSING
 
 from ge2mst import ConfigError, calibrate, convert, create_model, list_models
 from ge2mst.cli import main
-from ge2mst.kinds import method_of
+from ge2mst.conversion.kinds import method_of
 from ge2mst.models import model_kwargs_for, model_spec, register_model
 
 

@@ -13,9 +13,9 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from ge2mst.cli import main
+from ge2mst.core.quantizers import ExpGQuant
 from ge2mst.models import create_model
-from ge2mst.quant import ExpGQuant
-from ge2mst.train import ModelEma, TrainConfig, Trainer
+from ge2mst.training.trainer import ModelEma, TrainConfig, Trainer
 
 QUICK = ["--data", "digits", "--train-limit", "200", "--limit", "60", "--epochs", "2",
          "--batch-size", "25", "--seed", "2", "--json"]
@@ -179,7 +179,7 @@ def test_trainer_rejects_more_processes_than_batch_items():
 
 
 def test_linear_and_cosine_schedules_warm_up_then_reach_zero():
-    from ge2mst.train import learning_rate
+    from ge2mst.training.trainer import learning_rate
 
     total, warm = 100, 10
     for schedule in ("linear", "cosine"):

@@ -5,20 +5,11 @@ Train with ExpG quantizers (one ordinary forward pass per image, whatever T is),
 """
 
 from ._version import __version__
-from .calibrate import calibrate
-from .coding import ExpGCodeBook, UniformCodeBook, expg_codebook, uniform_codebook
-from .convert import SpikingNetwork, convert
-from .errors import (
-    CheckpointError,
-    ConfigError,
-    ConversionError,
-    DataError,
-    Ge2msError,
-    InputError,
-)
-from .models import create_model, list_models, register_model
-from .neurons import ExpGIF, IFNeuron, SpikingNeuron
-from .quant import (
+from .conversion.calibration import calibrate
+from .conversion.converter import SpikingNetwork, convert
+from .core.coding import ExpGCodeBook, UniformCodeBook, expg_codebook, uniform_codebook
+from .core.neurons import ExpGIF, IFNeuron, SpikingNeuron
+from .core.quantizers import (
     ExpGQuant,
     ExpIFQuant,
     QCFSQuant,
@@ -28,6 +19,15 @@ from .quant import (
     set_mixing,
     set_time_steps,
 )
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    ConversionError,
+    DataError,
+    Ge2msError,
+    InputError,
+)
+from .models import create_model, list_models, register_model
 
 __all__ = [
     "CheckpointError", "ConfigError", "ConversionError", "DataError", "ExpGCodeBook", "ExpGIF",

@@ -1,5 +1,5 @@
 """Reading weights: safetensors files and ge2mst checkpoints, loaded strictly (a leaf below the
-models: building a model from a checkpoint, `ge2mst.checkpoint.load_checkpoint`, sits above them)."""
+models: building a model from a checkpoint, `ge2mst.io.checkpoint.load_checkpoint`, sits above them)."""
 
 from __future__ import annotations
 

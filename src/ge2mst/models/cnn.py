@@ -10,10 +10,10 @@ from __future__ import annotations
 from torch import nn
 
 from .._checks import whole_number
-from ..coding import check_time_groups
+from ..core.coding import check_time_groups
+from ..core.quantizers import ExpGQuant, QCFSQuant
 from ..errors import ConfigError
-from ..layers import ConvBN
-from ..quant import ExpGQuant, QCFSQuant
+from ..nn.layers import ConvBN
 from .registry import register_model
 
 

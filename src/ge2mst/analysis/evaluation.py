@@ -1,0 +1,251 @@
+"""Accuracy, throughput and energy of a trained network and of its spiking network.
+
+``evaluate(model, batches, mode="both")`` runs the trained network (ANN mode) and/or its
+converted spiking network (event mode) on labelled batches and reports top-1 / top-5 accuracy,
+images per second, and for the spiking network the operations and energy per image counted by
+`ge2mst.analysis.energy.count_operations` from the spikes it emits. With ``mode="both"`` it also reports
+how often the two predict the same class and the largest |SNN - ANN| logit difference.
+
+What the spiking network is depends on how the model was trained (`method_of`):
+
+- ``expg``: ExpG quantizers convert to ExpG-IF neurons; the spiking network equals the ANN.
+- ``qcfs``: QCFS quantizers convert to vanilla IF neurons; close to the ANN, not exact.
+- ``stbp``: a network trained through time (`ge2mst.baselines`) *is* its spiking network: there
+  is no ANN form and nothing to convert; its energy comes from
+  `ge2mst.analysis.energy_stbp.count_stbp_operations`.
+
+A spiking network loaded with `ge2mst.io.spiking.load_spiking` is evaluated as it is (``snn`` mode).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .._checks import dtype_named
+from ..conversion.converter import SpikingNetwork, _input_spec, check_input, convert
+from ..conversion.kinds import default_encoding, method_of, one_or_list, time_groups
+from ..core.quantizers import quantizers
+from ..errors import ConfigError, DataError, InputError
+
+MODES = ("ann", "snn", "both")
+
+#: the energy keys of `count_operations` kept in an evaluation report
+ENERGY_KEYS = ("preset", "pj_per_accumulate", "pj_per_mac", "sops", "macs", "energy_mj",
+               "ann_macs", "ann_energy_mj", "energy_ratio", "spikes_per_image", "firing_rate",
+               "max_spikes_per_neuron", "sops_upper_bound")
+
+
+def _run(net: Callable[[torch.Tensor], torch.Tensor],
+         batches: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
+         dtype: torch.dtype) -> tuple[torch.Tensor, float]:
+    """Logits of ``net`` (a network, or an `OperationCounter` around one) on every batch
+    (concatenated, float64 on the CPU) and the seconds taken."""
+    outs = []
+    start = time.perf_counter()
+    for images, _ in batches:
+        try:
+            outs.append(net(images.to(dtype)).detach().to("cpu", torch.float64))
+        except RuntimeError as exc:  # e.g. an image size the model was not built for
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"the model cannot run on images of shape "
+                             f"{tuple(images.shape)}: {first}") from None
+    seconds = time.perf_counter() - start
+    return torch.cat(outs), seconds
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Fraction of rows whose label is among the ``k`` largest logits (ties: torch.topk's order)."""
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return float((top == labels.view(-1, 1)).any(1).float().mean())
+
+
+def _scores(logits: torch.Tensor, labels: torch.Tensor | None, seconds: float) -> dict:
+    n = logits.shape[0]
+    out: dict = {"images_per_s": n / seconds if seconds > 0 else None, "seconds": seconds}
+    if labels is not None:
+        out["top1"] = topk_accuracy(logits, labels, 1)
+        if logits.shape[1] > 5:
+            out["top5"] = topk_accuracy(logits, labels, 5)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], *,
+             mode: str = "both", form: str = "search", encoding: str | None = None,
+             dtype: str = "float64", preset: str = "45nm-fp32", energy: bool = True,
+             step_mode: str = "event") -> dict:
+    """Evaluate ``model`` (ANN mode) and/or its spiking network on ``batches``.
+
+    Args:
+        model: a trained network with ge2mst quantizers (p = 1), an STBP baseline, or an already
+            converted `SpikingNetwork` (then only ``mode="snn"``).
+        batches: (normalised images B x C x H x W, labels B or None) pairs.
+        mode: ``"ann"``, ``"snn"`` or ``"both"``.
+        form, encoding: passed to `convert` (ignored for a `SpikingNetwork` or an STBP model);
+            ``encoding=None``: ``"repeat"`` for QCFS models (the vanilla IF convention), else
+            ``"once"``.
+        dtype: arithmetic of both modes, ``"float64"`` (default, the exact comparison) or
+            ``"float32"``.
+        preset: energy preset of the operation counts.
+        energy: count the spiking network's operations and energy (in event mode during the
+            timed pass, whose images/s then include the counting; in collapsed mode a second,
+            event-mode pass over the images).
+        step_mode: how the spiking network runs: ``"event"`` (layer by layer over T steps of
+            spike trains) or ``"collapsed"`` (synapses summed over time in one pass). Same
+            outputs, and the same energy counts.
+
+    Returns:
+        a JSON-serialisable dict: ``images``, ``num_classes``, ``method``, ``mode``, ``T``,
+        ``groups``, ``ann`` / ``snn`` sections (``top1``, ``top5`` when there are more than five
+        classes, ``images_per_s``, ``seconds``; ``snn`` also ``neuron`` and ``energy``), and for
+        ``both`` the ``agreement`` of the predictions and ``max_abs_diff`` of the logits.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+    tdtype = dtype_named(dtype)
+    batches = list(batches)
+    if not batches:
+        raise ConfigError("evaluate needs at least one batch of images")
+    method = method_of(model)
+    name = getattr(model, "model_name", type(model).__name__)
+    spec = model.input_spec if isinstance(model, SpikingNetwork) else _input_spec(model)
+    for images, _ in batches:
+        check_input(images, spec)
+    labelled = all(y is not None for _, y in batches)
+    labels = torch.cat([y.to("cpu") for _, y in batches]) if labelled else None
+    is_snn = isinstance(model, SpikingNetwork)
+    if is_snn and mode != "snn":
+        raise ConfigError("a converted spiking network has no ANN mode: evaluate it with "
+                          "--mode snn (or give the trained checkpoint for --mode ann/both)")
+    if method == "stbp" and mode == "ann":
+        raise ConfigError(f"model {name!r} is trained as a spiking network (STBP): it has no ANN "
+                          "mode; use --mode snn")
+    report: dict = {"method": method, "mode": mode, "dtype": dtype}
+    ann_logits = snn_logits = None
+
+    # one copy in the arithmetic asked for: the ANN, and the network that is converted (BatchNorm
+    # folded in that arithmetic, as `ge2mst.analysis.verification` does)
+    base = copy.deepcopy(model).eval().to(tdtype)
+    if mode in ("ann", "both") and method != "stbp":
+        ann = base
+        ann_logits, seconds = _run(ann, batches, tdtype)
+        report["ann"] = _scores(ann_logits, labels, seconds)
+
+    if mode in ("snn", "both"):
+        if method == "stbp":
+            snn = base
+            report["T"], report["groups"] = getattr(model, "T", None), None
+            neuron = "LIF (trained through time)"
+        else:
+            if is_snn:
+                snn = base.set_step_mode(step_mode)
+                form = getattr(model, "description", {}).get("conversion", {}).get("form", form)
+            else:
+                snn = convert(base, form=form, encoding=encoding or default_encoding(method),
+                              step_mode=step_mode)
+            report["T"], report["groups"] = snn.T, time_groups(snn)
+            neuron = ", ".join(sorted({type(n).__name__ for _, n in snn.neurons()}))
+            report["form"], report["encoding"] = form, snn.encoding
+            report["step_mode"] = step_mode
+        counts = None
+        if energy and method != "stbp" and step_mode == "event":
+            from .energy import OperationCounter
+
+            # one timed pass that also counts: images/s then include the counting
+            with OperationCounter(snn, preset) as counter:
+                snn_logits, seconds = _run(counter, batches, tdtype)
+                counts = counter.report()
+        else:
+            snn_logits, seconds = _run(snn, batches, tdtype)
+        report["snn"] = {**_scores(snn_logits, labels, seconds), "neuron": neuron}
+        if counts is not None:
+            report["snn"]["images_per_s_includes"] = "operation and energy counting"
+        if energy:
+            if method == "stbp":
+                from .energy_stbp import count_stbp_operations
+
+                counts = count_stbp_operations(snn, [x.to(tdtype) for x, _ in batches],
+                                               preset=preset)
+            elif counts is None:
+                from .energy import count_operations
+
+                # counted on the event-level network: the same spikes, every synaptic event seen
+                counts = count_operations(snn.set_step_mode("event"),
+                                          [x.to(tdtype) for x, _ in batches], preset=preset)
+            e = {k: counts[k] for k in ENERGY_KEYS if k in counts}
+            # firing_rate of the counters is spikes per neuron per inference
+            e["spikes_per_neuron"] = e.pop("firing_rate", None)
+            report["snn"]["energy"] = e
+        if method == "stbp" and mode == "both":
+            report["note"] = ("an STBP network is its own spiking network: there is no ANN mode "
+                              "to compare with")
+    elif "T" not in report:  # ANN mode only: T and G of the quantizers (QCFS: T = L)
+        books = [q.book for _, q in quantizers(model)]
+        steps = sorted({getattr(b, "T", getattr(b, "L", None)) for b in books} - {None})
+        groups = sorted({b.G for b in books if hasattr(b, "G")})
+        report["T"], report["groups"] = one_or_list(steps), one_or_list(groups)
+
+    logits = snn_logits if snn_logits is not None else ann_logits
+    report["images"] = int(logits.shape[0])
+    report["num_classes"] = int(logits.shape[1])
+    if labels is not None and labels.numel() and int(labels.max()) >= logits.shape[1]:
+        raise DataError(f"the data have labels up to {int(labels.max())} but the model predicts "
+                        f"{logits.shape[1]} classes: evaluate it on the data it was trained for")
+    if ann_logits is not None and snn_logits is not None:
+        report["agreement"] = float((ann_logits.argmax(1) == snn_logits.argmax(1)).float().mean())
+        report["max_abs_diff"] = float((snn_logits - ann_logits).abs().max())
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The evaluation report as a short human-readable table."""
+    lines = []
+    head = report.get("model", "?")
+    if report.get("checkpoint"):
+        head += f" ({report['checkpoint']})"
+    setting = [f"T={report.get('T')}"]
+    if report.get("groups") is not None:
+        setting.append(f"G={report['groups']}")
+    setting.append(report["method"])
+    lines.append(f"model       {head}, {' '.join(setting)}")
+    if "data" in report:
+        lines.append(f"data        {report['data']} ({report.get('split', '?')}): "
+                     f"{report['images']} images, {report['num_classes']} classes")
+    has_top5 = any("top5" in report.get(m, {}) for m in ("ann", "snn"))
+    cols = f"{'top-1':>7}" + (f"   {'top-5':>7}" if has_top5 else "") + f"    {'images/s':>9}"
+    lines.append(f"{'':<12}{cols}")
+    for m in ("ann", "snn"):
+        if m not in report:
+            continue
+        r = report[m]
+        row = f"{_pct(r.get('top1')):>7}"
+        if has_top5:
+            row += f"   {_pct(r.get('top5')):>7}"
+        ips = r.get("images_per_s")
+        row += f"    {ips:>9,.1f}" if ips is not None else "    " + "-".rjust(9)
+        lines.append(f"{m.upper():<12}{row}")
+    if "agreement" in report:
+        lines.append(f"agreement   {report['agreement']:.4f} of predictions, max |SNN - ANN| logit "
+                     f"{report['max_abs_diff']:.3g}")
+    e = report.get("snn", {}).get("energy")
+    if e:
+        ratio = e.get("energy_ratio")
+        ratio_text = f", {ratio:.2f}x less" if ratio else ""
+        lines.append(f"energy      {e['energy_mj'] * 1e3:.4g} uJ per image ({e['sops']:,.0f} SOPs + "
+                     f"{e['macs']:,.0f} MACs, {e['preset']}); ANN {e['ann_energy_mj'] * 1e3:.4g} uJ"
+                     f"{ratio_text}")
+        lines.append(f"spikes      {e['spikes_per_neuron']:.4f} per neuron per image (max "
+                     f"{e.get('max_spikes_per_neuron')}), {e['spikes_per_image']:,.0f} per image")
+    if report.get("note"):
+        lines.append(f"note        {report['note']}")
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"

@@ -1,0 +1,310 @@
+"""``ge2mst train``: a training run in a folder, safe to kill at any moment and to resume.
+
+After every epoch the folder gets, each written atomically (temporary file, fsync, rename):
+
+- ``trainer.pt``: everything a resumed run needs (weights, optimizer, EMA, data-order generator,
+  counters, history, how the model was built and normalised); written first;
+- ``last.safetensors`` / ``last.json``: the weights (the moving average with ``--ema-decay``) and
+  config, for ``ge2mst verify`` / ``eval`` / ``convert``;
+- ``metrics.csv``: one row per epoch (loss, train and test accuracy, mixing p, learning rate);
+- ``tensorboard/``: the same scalars, when TensorBoard is installed (``--no-tensorboard`` to skip).
+
+A kill mid-epoch loses at most that epoch; a kill mid-save leaves the previous files whole.
+``--resume`` continues from ``trainer.pt`` and ends with the same weights as an uninterrupted run
+with the same seed (CPU). The report gives the last epoch, never a best-epoch pick.
+
+Methods: ``progressive`` (ExpG models: lambda calibrated, ClipReLU -> ExpG, converted and verified
+at the end) and ``stbp`` (the spiking baselines of `ge2mst.baselines`, trained through time).
+``--finetune CHECKPOINT`` starts from trained weights with a new head; data with other channels
+(event frames) get an `InputAdapter`. Under ``torchrun`` the run is data-parallel (nccl on GPUs,
+gloo on CPUs); only rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ..analysis.verification import is_exact, verify
+from ..conversion.calibration import calibrate
+from ..conversion.kinds import method_of, training_method
+from ..data import load_dataset, normalize
+from ..errors import CheckpointError, ConfigError
+from ..io.checkpoint import atomic_write_bytes, read_checkpoint, save_checkpoint
+from ..models import create_model, model_kwargs_for, model_spec
+from .trainer import TrainConfig, Trainer, accuracy
+
+STATE = "trainer.pt"
+METRICS = ("epoch", "loss", "train_accuracy", "test_accuracy", "p", "lr", "seconds")
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["trainer"], state["run"]  # noqa: B018 - both must be there
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        raise CheckpointError(f"training state {str(path)!r} is truncated or corrupt "
+                              f"({type(exc).__name__})") from None
+    return state
+
+
+def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
+    """Join the process group that ``torchrun`` describes in the environment, if any."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    where = torch.device(f"cuda:{local}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(where)
+    if size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), where
+    return 0, 1, where
+
+
+def _config(args) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                       label_smoothing=args.label_smoothing, grad_clip=args.grad_clip,
+                       ramp_end=args.ramp_end, crop_padding=args.crop_padding,
+                       hflip=args.hflip != "off", alternate_flip=args.hflip == "alternate",
+                       schedule=args.schedule,
+                       mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, ema_decay=args.ema_decay,
+                       amp=args.amp, seed=args.seed)
+
+
+def _finetune_model(args, data) -> tuple[torch.nn.Module, dict]:
+    """The checkpoint's network with a new head for ``data`` (and an input adapter if the data's
+    channels differ); every tensor whose name and shape match is loaded."""
+    tensors, config = read_checkpoint(args.finetune)
+    name = config["model"]
+    if args.model is not None and args.model != name:
+        raise ConfigError(f"--finetune {args.finetune!r} holds model {name!r}, but --model {args.model!r} "
+                          "was given")
+    kwargs = dict(config.get("model_kwargs", {}))
+    base_chans = kwargs.get("in_chans", 3)
+    kwargs["num_classes"] = data.num_classes
+    kwargs.pop("adapter_chans", None)
+    if data.in_chans != base_chans:
+        kwargs["adapter_chans"] = data.in_chans
+    for key, value in (("T", args.T), ("G", args.groups)):
+        if value is not None:
+            kwargs[key] = value
+    kwargs.update(dict(args.model_args))
+    if model_spec(name).img_size not in (None, data.image_size[0]):  # built for one image side
+        kwargs["img_size"] = data.image_size[0]
+    model = create_model(name, **kwargs)
+    state = model.state_dict()
+    prefix = "body." if "adapter_chans" in kwargs and "adapter_chans" not in config["model_kwargs"] else ""
+    loaded, fresh = [], []
+    for key, value in tensors.items():
+        target = prefix + key
+        if target in state and state[target].shape == value.shape:
+            state[target] = value
+            loaded.append(target)
+    fresh = sorted(set(state) - set(loaded))
+    if not loaded:
+        raise CheckpointError(f"--finetune {args.finetune!r}: no tensor matches model {name!r}")
+    model.load_state_dict(state)
+    return model, {"finetuned_from": str(args.finetune), "loaded_tensors": len(loaded),
+                   "new_tensors": fresh}
+
+
+def _new_model(args, data, mean, std) -> tuple[torch.nn.Module, str, dict]:
+    """The model of a new run (seeded by the caller), its training method and what to record."""
+    if args.finetune:
+        model, info = _finetune_model(args, data)
+        return model, _checked_method(model.model_name, training_method(model), args.method), info
+    name = args.model or "ge2mst_cnn_tiny"
+    method = _checked_method(name, model_spec(name).method, args.method)
+    extra = {} if args.width is None else {"width": args.width}
+    kwargs = model_kwargs_for(name, num_classes=data.num_classes, in_chans=data.in_chans,
+                              img_size=data.image_size[0], T=args.T, G=args.groups,
+                              **extra, **dict(args.model_args))
+    model = create_model(name, **kwargs)
+    if method == "progressive":
+        calibrate(model, [normalize(data.images[:256], mean, std)], seed=args.seed)
+    return model, method, {}
+
+
+def _checked_method(name: str, method: str, asked: str | None) -> str:
+    if asked is not None and asked != method:
+        raise ConfigError(f"model {name!r} trains with --method {method}, not {asked}")
+    return method
+
+
+def _tensorboard(out: Path, enabled: bool, purge_step: int):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: metrics.csv has the same numbers
+        return None
+    return SummaryWriter(str(out / "tensorboard"), purge_step=purge_step or None)
+
+
+def run_training(args) -> dict | None:
+    """Train as ``args`` say; the report (rank 0), or None on the other ranks."""
+    rank, size, device = _setup_distributed(args.device)
+    try:
+        return _run(args, rank, size, device)
+    finally:
+        if size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _git_commit() -> str | None:
+    """The commit of the ge2mst checkout this code runs from, or None (an installed package)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def provenance(device: torch.device) -> dict:
+    """What a figure needs beside it: the code's commit and version, torch, the device, the
+    threads and the start time of the run (recorded when a run starts)."""
+    import platform
+    from datetime import UTC, datetime
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ge2mst_version = version("ge2mst")
+    except PackageNotFoundError:  # pragma: no cover - a bare source tree
+        ge2mst_version = None
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
+    return {"commit": _git_commit(), "ge2mst_version": ge2mst_version, "torch": str(torch.__version__),
+            "device_name": name, "started": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def _load(spec, args, split, limit):
+    extra = {key: value for key, value in (("frames", args.frames),
+                                           ("event_size", getattr(args, "event_size", None)))
+             if value is not None}  # event data only
+    return load_dataset(spec, split=split, limit=limit, seed=args.seed, cache_dir=args.data_dir,
+                        progress=not args.json, **extra)
+
+
+def _run(args, rank: int, size: int, device: torch.device) -> dict:
+    out = Path(args.out)
+    state_path = out / STATE
+    cfg = _config(args)
+    if args.resume:
+        if not state_path.is_file():
+            raise CheckpointError(f"nothing to resume: {str(state_path)!r} does not exist")
+        state = _read_state(state_path)
+        run = state["run"]
+    elif state_path.exists():
+        raise CheckpointError(f"{str(out)!r} already holds a training run; pass --resume to "
+                              "continue it, or choose another --out")
+    if args.amp and device.type == "cpu" and rank == 0 and not args.json:
+        print("note: --amp on a CPU trains in bfloat16 autocast (quantizers stay float32)")
+    spec = run["data"] if args.resume else args.data
+    for turn in range(2 if size > 1 else 1):  # rank 0 unpacks archives before the others read them
+        if (rank == 0) == (turn == 0):
+            train_set = _load(spec, args, "train", args.train_limit)
+            test_set = _load(spec, args, args.split, args.limit)
+        if size > 1:
+            dist.barrier()
+    if args.resume:
+        model = create_model(run["model"], **run["model_kwargs"])
+        mean, std = torch.tensor(run["mean"]), torch.tensor(run["std"])
+        method = run.get("method", "progressive")
+    else:
+        mean, std = train_set.channel_stats()
+        torch.manual_seed(args.seed)
+        model, method, info = _new_model(args, train_set, mean, std)
+        run = {"model": model.model_name, "model_kwargs": model.model_kwargs, "data": args.data,
+               "mean": mean.tolist(), "std": std.tolist(), "method": method, **info,
+               **provenance(device)}
+    model.to(device)
+    x_train = normalize(train_set.images, mean, std)
+    x_test = normalize(test_set.images, mean, std)
+    net = model
+    if size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    trainer = Trainer(net, x_train, train_set.labels, cfg, device=device,
+                      compile=getattr(args, "compile", False))
+    if args.resume:
+        trainer.load_state_dict(state["trainer"])
+    writer = _tensorboard(out, rank == 0 and args.tensorboard, trainer.step)
+    start = time.perf_counter()
+    # wall-clock seconds of the whole run, resumed sittings added up
+    before = trainer.history[-1].get("seconds") or 0.0 if trainer.history else 0.0
+
+    def on_epoch_end(t: Trainer, record: dict) -> None:
+        record["test_accuracy"] = t.evaluate(x_test, test_set.labels)
+        record["seconds"] = before + time.perf_counter() - start
+        if rank == 0:
+            _save(t, record, run, out, cfg, writer)
+            if not args.json:
+                p = "" if record["p"] is None else f", p {record['p']:.2f}"
+                print(f"epoch {t.epoch}/{cfg.epochs}: loss {record['loss']:.4f}, train "
+                      f"{record['train_accuracy']:.4f}, test {record['test_accuracy']:.4f}{p}", flush=True)
+        if size > 1:
+            dist.barrier()  # no rank runs ahead of the files of this epoch
+
+    history = trainer.fit(progress=not args.json, on_epoch_end=on_epoch_end)
+    if writer is not None:
+        writer.close()
+    report = {"model": run["model"], "model_kwargs": run["model_kwargs"], "data": run["data"],
+              "method": method, "seed": cfg.seed, "epochs": cfg.epochs, "processes": size,
+              "device": str(device), "last_epoch": history[-1] if history else None,
+              "checkpoint": str(out / "last.safetensors"), "state": str(state_path),
+              "metrics": str(out / "metrics.csv"),
+              "tensorboard": str(out / "tensorboard") if writer is not None else None}
+    if "finetuned_from" in run:
+        report["finetuned_from"] = run["finetuned_from"]
+    if rank != 0:
+        return None
+    final = trainer.final_model.cpu()
+    batches = [(x_test[i:i + 128], test_set.labels[i:i + 128]) for i in range(0, len(test_set), 128)]
+    if method == "stbp":  # the trained network is the spiking network: nothing to convert
+        acc = accuracy(final, x_test, test_set.labels)
+        return {**report, "ann_accuracy": None, "snn_accuracy": acc, "exact": None}
+    if method_of(final) == "qcfs":  # vanilla IF neurons: not exact by design
+        return {**report, "ann_accuracy": accuracy(final, x_test, test_set.labels), "snn_accuracy": None,
+                "exact": None, "note": "QCFS models convert to vanilla IF neurons, whose error shrinks "
+                                       "with T only: see benchmarks/vanilla_if.py"}
+    check = verify(final, batches, step_mode="collapsed")
+    return {**report, "ann_accuracy": check.get("ann_accuracy"), "snn_accuracy": check.get("snn_accuracy"),
+            "exact": is_exact(check), "exactness_failures": check["exactness_failures"]}
+
+
+def _save(t: Trainer, record: dict, run: dict, out: Path, cfg: TrainConfig, writer) -> None:
+    buffer = io.BytesIO()
+    torch.save({"trainer": t.state_dict(), "run": run}, buffer)
+    atomic_write_bytes(out / STATE, buffer.getvalue())
+    save_checkpoint(out / "last.safetensors", t.final_model, mean=run["mean"], std=run["std"],
+                    data=run["data"], seed=cfg.seed, epoch=t.epoch, method=run.get("method"),
+                    seconds=record.get("seconds"), training=asdict(cfg),
+                    **{k: run[k] for k in ("commit", "ge2mst_version", "torch", "device_name", "started")
+                       if k in run})
+    text = io.StringIO()
+    writer_csv = csv.DictWriter(text, fieldnames=METRICS, extrasaction="ignore")
+    writer_csv.writeheader()
+    writer_csv.writerows(t.history)
+    atomic_write_bytes(out / "metrics.csv", text.getvalue().encode())
+    if writer is not None:
+        for key in ("loss", "train_accuracy", "test_accuracy", "p", "lr"):
+            if record.get(key) is not None:
+                writer.add_scalar(f"train/{key}" if key != "test_accuracy" else "test/accuracy",
+                                  record[key], t.epoch)
+        writer.flush()
