@@ -174,3 +174,24 @@ def test_no_package_attribute_hides_a_submodule():
         if getattr(importlib.import_module(parent), leaf) is not module:
             hidden.append(info.name)
     assert not hidden, f"re-exported names hide these modules: {hidden}"
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def test_modules_and_functions_stay_short():
+    """No module of the package over 400 lines, no function over 60 (its ``def`` to its last
+    line, docstring included): a longer one is split before it lands."""
+    long_modules, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        name = _module_name(path)
+        if text.count("\n") > MAX_MODULE_LINES:
+            long_modules.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{name}.{node.name}: {lines} lines")
+    assert not long_modules and not long_functions, (long_modules, long_functions)

@@ -7,17 +7,22 @@ Train with ExpG quantizers (one ordinary forward pass per image, whatever T is),
 from ._version import __version__
 from .conversion.calibration import calibrate
 from .conversion.converter import SpikingNetwork, convert
-from .core.coding import ExpGCodeBook, UniformCodeBook, expg_codebook, uniform_codebook
-from .core.neurons import ExpGIF, IFNeuron, SpikingNeuron
-from .core.quantizers import (
+from .core import (
+    ExpGCodeBook,
+    ExpGIF,
     ExpGQuant,
     ExpIFQuant,
+    IFNeuron,
     QCFSQuant,
     Quantizer,
     SignedExpGQuant,
+    SpikingNeuron,
+    UniformCodeBook,
+    expg_codebook,
     quantize,
     set_mixing,
     set_time_steps,
+    uniform_codebook,
 )
 from .errors import (
     CheckpointError,

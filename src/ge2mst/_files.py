@@ -16,17 +16,19 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def progress(items: Iterable, desc: str, enabled: bool, total: int | None = None,
-             unit: str = "it") -> Iterable:
+def progress(items: Iterable | None, desc: str, enabled: bool, total: int | None = None,
+             unit: str = "it", **options) -> Iterable | None:
     """``items`` behind a tqdm bar (cleared when done) when ``enabled`` and tqdm is installed,
-    else ``items`` itself; ``total`` is the bar's length (default ``len(items)`` where defined)."""
+    else ``items`` itself; ``total`` is the bar's length (default ``len(items)`` where defined).
+    ``items=None`` gives a bar to advance by hand (or None); ``options`` go to tqdm (e.g.
+    ``disable=None``: no bar when the output is not a terminal)."""
     if not enabled:
         return items
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return items
-    return tqdm(items, desc=desc, total=total, unit=unit, leave=False)
+    return tqdm(items, desc=desc, total=total, unit=unit, leave=False, **options)
 
 
 __all__ = ["progress", "sha256_of"]

@@ -3,10 +3,11 @@
 `energy_stbp` for networks trained through time), static facts (`info`), effective dimension
 (`effdim`) and deliberate faults that the exactness check must catch (`faults`)."""
 
-from .energy import OperationCounter, count_operations, to_markdown
+from .energy import OperationCounter, count_operations
 from .energy_stbp import count_stbp_operations
 from .evaluation import evaluate
 from .info import model_info
+from .plots import to_markdown
 from .verification import exactness_failures, is_exact, verify
 
 __all__ = ["OperationCounter", "count_operations", "count_stbp_operations", "evaluate",

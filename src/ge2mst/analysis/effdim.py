@@ -34,6 +34,7 @@ from ..conversion.converter import convert
 from ..core.quantizers import quantizers, set_time_steps
 from ..errors import ConfigError, InputError
 from ..nn.attention import GroupedAttention
+from .plots import figure, label
 
 LEVELS = (0.90, 0.95, 0.99)
 
@@ -248,44 +249,89 @@ def advise(points: Sequence[dict], target_epsilon: float) -> dict | None:
 
 
 
+#: how the report's symbols are read (seed 004 does not define them)
+RECONSTRUCTION = ("n = spiking neurons per image, d = participation ratio, L_f = empirical local "
+                  "Lipschitz constant, epsilon = mean relative logit error against the "
+                  "full-precision network; seed 004 does not define these")
+
+
+def effdim_report(model: nn.Module, images: torch.Tensor, settings: Sequence[tuple[int, int]],
+                  layers: Sequence[str] | None = None, bootstrap: int = 100,
+                  curve_images: int = 128, target_epsilon: float = 0.05, seed: int = 0,
+                  plot=None) -> dict:
+    """What ``ge2mst effdim`` reports on ``images``: the effective dimensions of the pixels, of the
+    attention inputs and of ``layers`` (`estimate_dimensions`); the error curve over ``settings``
+    on the first ``curve_images`` images (`epsilon_curve`); L_f on the first 64 images; n and d;
+    the fit of C (`fit_constant`, over the points with epsilon > 0; None with fewer than two) and
+    the cheapest measured (T, G) meeting ``target_epsilon`` (`advise`). With ``plot``, a PNG
+    there (`plot_effdim`), named under ``"plot"``."""
+    dims, spectra = {}, {}
+    for name, x in features(model, images, layers).items():
+        dims[name] = estimate_dimensions(x, bootstrap=bootstrap, seed=seed)
+        spectra[name] = spectrum(x[:4000])
+    curve = epsilon_curve(model, images[:curve_images], settings)
+    l_f = lipschitz_estimate(full_precision(model), images[:64], seed=seed)
+    n = curve[0]["neurons_per_image"]
+    d = dims["pixels"]["participation_ratio"]["value"]
+    usable = [dict(p, L_f=l_f, n=n, d=d) for p in curve if p["epsilon"] > 0]
+    fit = fit_constant(usable, seed=seed) if len(usable) >= 2 else None
+    report = {"dimensions": dims, "curve": curve, "L_f": l_f, "n": n, "d": d,
+              "d_source": "participation ratio of the pixels", "fit": fit,
+              "advice": {"target_epsilon": target_epsilon,
+                         "cheapest_measured": advise(curve, target_epsilon)},
+              "reconstruction": RECONSTRUCTION}
+    if plot:
+        plot_effdim({**report, "_spectra": spectra}, plot)
+        report["plot"] = plot
+    return report
+
+
+def format_effdim(report: dict) -> str:
+    """The lines ``ge2mst effdim`` prints for ``report`` (`effdim_report`)."""
+    lines = []
+    for name, dm in report["dimensions"].items():
+        lines.append(f"{name:<28} PCA-90/95/99 {dm['pca_90']['value']:.0f} / "
+                     f"{dm['pca_95']['value']:.0f} / {dm['pca_99']['value']:.0f}, participation "
+                     f"ratio {dm['participation_ratio']['value']:.1f} "
+                     f"{dm['participation_ratio']['ci']}, entropy rank "
+                     f"{dm['entropy_rank']['value']:.1f}")
+    for p in report["curve"]:
+        lines.append(f"T={p['T']} G={p['G']}: epsilon {p['epsilon']:.4f}, "
+                     f"{p['spikes_per_image']:,.0f} spikes per image")
+    fit = report["fit"]
+    if fit:
+        lines.append(f"C = {fit['C']:.4g} (CI {fit['ci'][0]:.3g}..{fit['ci'][1]:.3g}), "
+                     f"R^2 = {fit['r2']}")
+    return "\n".join(lines)
+
+
 def plot_effdim(report: dict, path) -> None:
     """Cumulative explained variance of each feature set, and epsilon against spikes (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    ax = axes[0]
-    for name, eigs in report["_spectra"].items():
-        cum = (torch.cumsum(eigs, 0) / eigs.sum()).tolist()
-        d = report["dimensions"][name]
-        ax.semilogx(range(1, len(cum) + 1), cum,
-                    label=f"{name}: PCA-95 {d['pca_95']['value']:.0f}, "
-                          f"PR {d['participation_ratio']['value']:.1f}")
-    for level in LEVELS:
-        ax.axhline(level, color="0.8", lw=0.8)
-    ax.set_xlabel("principal components")
-    ax.set_ylabel("cumulative variance")
-    ax.set_title("effective dimension of the features")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    pts = report["curve"]
-    ax.loglog([p["spikes_per_image"] for p in pts], [p["epsilon"] for p in pts], "o")
-    for p in pts:
-        ax.annotate(f"T={p['T']},G={p['G']}", (p["spikes_per_image"], p["epsilon"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
-    fit = report.get("fit")
-    if fit and fit["C"] > 0:
-        k = report["L_f"] ** 2 * report["n"] * report["d"]
-        ys = torch.tensor(sorted(p["epsilon"] for p in pts), dtype=torch.float64)
-        ax.loglog((fit["C"] * k / ys ** 2).tolist(), ys.tolist(), "k--", lw=0.8,
-                  label=f"spikes = C L^2 n d / eps^2, C = {fit['C']:.3g}, R^2 = "
-                        f"{fit['r2']:.2f}" if fit["r2"] is not None else "fit")
-        ax.legend(fontsize=7)
-    ax.set_xlabel("spikes per image (emitted)")
-    ax.set_ylabel("epsilon (relative logit error vs full precision)")
-    ax.set_title("error against spikes over (T, G)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, 2, (13, 4.5)) as (_, axes):
+        ax = axes[0]
+        for name, eigs in report["_spectra"].items():
+            cum = (torch.cumsum(eigs, 0) / eigs.sum()).tolist()
+            d = report["dimensions"][name]
+            ax.semilogx(range(1, len(cum) + 1), cum,
+                        label=f"{name}: PCA-95 {d['pca_95']['value']:.0f}, "
+                              f"PR {d['participation_ratio']['value']:.1f}")
+        for level in LEVELS:
+            ax.axhline(level, color="0.8", lw=0.8)
+        label(ax, "principal components", "cumulative variance",
+              "effective dimension of the features", 7)
+        ax = axes[1]
+        pts = report["curve"]
+        ax.loglog([p["spikes_per_image"] for p in pts], [p["epsilon"] for p in pts], "o")
+        for p in pts:
+            ax.annotate(f"T={p['T']},G={p['G']}", (p["spikes_per_image"], p["epsilon"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        fit = report.get("fit")
+        if fit and fit["C"] > 0:
+            k = report["L_f"] ** 2 * report["n"] * report["d"]
+            ys = torch.tensor(sorted(p["epsilon"] for p in pts), dtype=torch.float64)
+            ax.loglog((fit["C"] * k / ys ** 2).tolist(), ys.tolist(), "k--", lw=0.8,
+                      label=f"spikes = C L^2 n d / eps^2, C = {fit['C']:.3g}, R^2 = "
+                            f"{fit['r2']:.2f}" if fit["r2"] is not None else "fit")
+            ax.legend(fontsize=7)
+        label(ax, "spikes per image (emitted)", "epsilon (relative logit error vs full precision)",
+              "error against spikes over (T, G)")

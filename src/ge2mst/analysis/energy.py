@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable
+from functools import partial
 
 import torch
 from torch import nn
@@ -37,6 +38,7 @@ from ..core.neurons import IFNeuron, SpikeTally
 from ..errors import ConfigError
 from ..nn.layers import Synapse
 from ..nn.spiking_attention import spike_pair_coincidences
+from .plots import plot_report, stage_of, to_markdown
 
 #: energy per operation in picojoules. 45 nm figures (Horowitz, ISSCC 2014) as used across the
 #: field: FP32 add 0.9, FP32 multiply 3.7 (MAC 4.6); INT8 add 0.03, INT8 multiply 0.2 (MAC 0.23).
@@ -160,7 +162,104 @@ def spike_class(neuron: nn.Module, tally: SpikeTally, dtype: torch.dtype) -> str
     return "ternary spikes" if bool(tally.negative) else "binary spikes"
 
 
-class OperationCounter:
+def widen(row: dict, kind: str) -> None:
+    """Keep as ``row``'s input class the more general of it and ``kind`` (`CLASS_ORDER`)."""
+    if CLASS_ORDER.index(kind) > CLASS_ORDER.index(row["input"]):
+        row["input"] = kind
+
+
+class CountRows:
+    """The totals of a count and the report they give, kept alike for `OperationCounter` and
+    `ge2mst.analysis.energy_stbp.StbpCounter`: ``rows`` per weight layer or attention product,
+    ``neuron_rows`` per layer of neurons, ``images`` counted. A subclass sets ``network`` (its
+    modules give the order of the report) and defines ``product_before(name, order)`` (the module
+    an attention product is listed just before) and ``close`` (called at a ``with`` block's end)."""
+
+    counted_by = "count_operations"  # named when a report is asked of no images
+    network: nn.Module
+
+    def __init__(self, preset: str) -> None:
+        if preset not in PRESETS:
+            raise ConfigError(f"energy preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        self.preset, self.images = preset, 0
+        self.rows: dict[str, dict] = {}
+        self.neuron_rows: dict[str, dict] = {}
+
+    def row(self, name: str, kind: str) -> dict:
+        """The totals of weight layer or attention product ``name``, first of input class ``kind``."""
+        return self.rows.setdefault(name, {"name": name, "input": kind, "sops": 0.0, "macs": 0.0,
+                                           "sops_upper_bound": 0.0, "ann_macs": 0})
+
+    def add_spikes(self, name: str, kind: tuple[str, int, int], total: int, count: int,
+                   updates: dict, **more) -> dict:
+        """Add ``total`` spikes of ``count`` outputs and neuron ``updates`` to the totals of neuron
+        layer ``name`` (made of its spike class, neurons and cap ``kind``, and ``more``); those."""
+        spikes, neurons, cap = kind
+        row = self.neuron_rows.setdefault(name, {
+            "name": name, "spikes": spikes, "neurons": neurons, "cap": cap, "spike_total": 0,
+            "count": 0, "adds": 0, "comparisons": 0, "resets": 0, **more})
+        row["spike_total"] += total
+        row["count"] += count
+        for key, value in updates.items():
+            row[key] += value
+        return row
+
+    def position(self, row: dict, order: dict[str, int]) -> float:
+        """Where ``row`` stands in network order (``order``: module name -> rank)."""
+        if row["input"] == "spike pairs":
+            return order[self.product_before(row["name"], order)] - 0.5
+        return order[row["name"]]
+
+    def report(self, **extra) -> dict:
+        """Totals per image, ``per_layer`` and ``neurons`` rows (see `count_operations`), with
+        ``extra`` keys after ``pj_per_mac``; the totals are the sums of the rows."""
+        if self.images == 0:
+            raise ConfigError(f"{self.counted_by} needs at least one image")
+        images, costs = self.images, PRESETS[self.preset]
+        order = {name: i for i, (name, _) in enumerate(self.network.named_modules())}
+        layers = [{"name": r["name"], "input": r["input"], "sops": r["sops"] / images,
+                   "macs": r["macs"] / images, "ann_macs": r["ann_macs"],
+                   "sops_upper_bound": r["sops_upper_bound"]}
+                  for r in sorted(self.rows.values(), key=lambda r: self.position(r, order))]
+        neurons = [_per_image(r, images) for r in self.neuron_rows.values()]
+        sops, macs = sum(r["sops"] for r in layers), sum(r["macs"] for r in layers)
+        ann_macs = sum(r["ann_macs"] for r in layers)
+        energy = (sops * costs["ac_pj"] + macs * costs["mac_pj"]) * 1e-9
+        ann_energy = ann_macs * costs["mac_pj"] * 1e-9
+        spikes, n_neurons = sum(r["spikes_per_image"] for r in neurons), sum(r["neurons"] for r in neurons)
+        most = max((r["max"] if "max" in r else max(i for i, h in enumerate(r["histogram"]) if h > 0)
+                    for r in self.neuron_rows.values()), default=0)
+        return {"images": images, "preset": self.preset, "pj_per_accumulate": costs["ac_pj"],
+                "pj_per_mac": costs["mac_pj"], **extra, "sops": sops, "macs": macs,
+                "energy_mj": energy, "ann_macs": ann_macs, "ann_energy_mj": ann_energy,
+                "energy_ratio": ann_energy / energy if energy else None, "spikes_per_image": spikes,
+                "firing_rate": spikes / n_neurons if n_neurons else 0.0,  # per neuron per inference
+                "max_spikes_per_neuron": most,
+                "sops_upper_bound": sum(r["sops_upper_bound"] for r in layers),
+                "neuron_adds": sum(r["adds"] for r in neurons),
+                "neuron_comparisons": sum(r["comparisons"] for r in neurons),
+                "per_layer": layers, "neurons": neurons}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _per_image(r: dict, images: int) -> dict:
+    """The report row of neuron totals ``r`` (histogram and fraction at the cap where kept)."""
+    out = {"name": r["name"], "spikes": r["spikes"], "neurons": r["neurons"], "cap": r["cap"],
+           "mean_spikes": r["spike_total"] / r["count"],
+           "firing_rate": r["spike_total"] / (r["count"] * r["cap"])}
+    if "histogram" in r:
+        out["fraction_at_cap"] = r["at_cap"] / r["count"]
+        out["histogram"] = [h / r["count"] for h in r["histogram"]]
+    return {**out, "adds": r["adds"] / images, "comparisons": r["comparisons"] / images,
+            "resets": r["resets"] / images, "spikes_per_image": r["spike_total"] / images}
+
+
+class OperationCounter(CountRows):
     """Counts operations while ``snn`` (event mode) runs: call it like the network.
 
     ``counter(images)`` runs the network once and returns its logits; the counts of every call
@@ -178,32 +277,22 @@ class OperationCounter:
 
     def __init__(self, snn: SpikingNetwork, preset: str = "45nm-fp32",
                  from_spike_trains: bool = False) -> None:
-        if preset not in PRESETS:
-            raise ConfigError(f"energy preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        super().__init__(preset)
         if snn.step_mode != "event":
             raise ConfigError("operations are counted on the event-mode network (step_mode='event')")
-        self.snn, self.preset = snn, preset
-        self.from_spike_trains = from_spike_trains
-        self.rows: dict[str, dict] = {}
-        self.neuron_rows: dict[str, dict] = {}
-        self.images = 0
-        synapses = {n: m for n, m in snn.body.named_modules() if isinstance(m, Synapse)}
+        self.snn, self.network, self.from_spike_trains = snn, snn.body, from_spike_trains
         self.attention = {n: m for n, m in snn.body.named_modules() if hasattr(m, "last_ops")}
         self.neuron_list = list(snn.neurons())
         caps = {getattr(n, "G", n.T) for _, n in self.neuron_list}
         self.cap = max(caps) if caps else snn.T
-        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in synapses.items()]
+        self.handles = [m.register_forward_hook(partial(self._synapse, n))
+                        for n, m in snn.body.named_modules() if isinstance(m, Synapse)]
         #: id of each neuron output of the running call -> (weak reference to it, its neuron)
         self._produced: dict[int, tuple[weakref.ref, nn.Module]] = {}
         if not from_spike_trains:
             for _, neuron in self.neuron_list:
                 neuron.counting = True
                 self.handles.append(neuron.register_forward_hook(self._produced_by))
-
-    @staticmethod
-    def _new_row(name: str, kind: str | None) -> dict:
-        return {"name": name, "input": kind, "sops": 0.0, "macs": 0.0, "sops_upper_bound": 0.0,
-                "ann_macs": 0}
 
     def _produced_by(self, neuron, args, output) -> None:
         self._produced[id(output)] = (weakref.ref(output), neuron)
@@ -215,36 +304,34 @@ class OperationCounter:
             return None
         return hit[1]
 
-    def _hook(self, name: str):
-        def fn(module, args, output):
-            x = args[0]
-            row = self.rows.setdefault(name, self._new_row(name, "silent"))
-            source = self._source(x)
-            tally = source.last_tally if source is not None else None
-            kind = module.input_kind
-            if kind is None:
-                kind = (spike_class(source, tally, x.dtype) if tally is not None
-                        else row["input"] if row["input"] == "real" else classify_input(x))
-            if CLASS_ORDER.index(kind) > CLASS_ORDER.index(row["input"]):
-                row["input"] = kind
-            per_sample_out = output.shape[2:]
-            row["ann_macs"] = dense_macs(module.layer, per_sample_out)
-            if row["input"] in ("silent", *EVENT_CLASSES):
-                if tally is None:
-                    counts = (x != 0).sum(0)
-                elif isinstance(module.layer, nn.Conv2d):
-                    counts = tally.per_neuron()
-                else:  # a linear layer: every event reaches out_features outputs
-                    counts = None
-                    row["sops"] += float(tally.total() * module.layer.out_features)
-                if counts is not None:
-                    row["sops"] += float(event_sops(module.layer, counts).sum())
-                if not row["sops_upper_bound"]:  # the same for every batch: the architecture's
-                    full = torch.full((1, *x.shape[2:]), self.cap, dtype=torch.int64, device=x.device)
-                    row["sops_upper_bound"] = float(event_sops(module.layer, full)[0])
-            elif (tally.total() > 0) if tally is not None else bool((x != 0).any()):
-                row["macs"] += dense_macs(module.layer, per_sample_out) * x.shape[1]
-        return fn
+    def _synapse(self, name: str, module, args, output) -> None:
+        """Forward hook of synapse ``name``: its input class and operations in this call."""
+        x = args[0]
+        row = self.row(name, "silent")
+        source = self._source(x)
+        tally = source.last_tally if source is not None else None
+        kind = module.input_kind
+        if kind is None:
+            kind = (spike_class(source, tally, x.dtype) if tally is not None
+                    else row["input"] if row["input"] == "real" else classify_input(x))
+        widen(row, kind)
+        per_sample_out = output.shape[2:]
+        row["ann_macs"] = dense_macs(module.layer, per_sample_out)
+        if row["input"] in ("silent", *EVENT_CLASSES):
+            if tally is None:
+                counts = (x != 0).sum(0)
+            elif isinstance(module.layer, nn.Conv2d):
+                counts = tally.per_neuron()
+            else:  # a linear layer: every event reaches out_features outputs
+                counts = None
+                row["sops"] += float(tally.total() * module.layer.out_features)
+            if counts is not None:
+                row["sops"] += float(event_sops(module.layer, counts).sum())
+            if not row["sops_upper_bound"]:  # the same for every batch: the architecture's
+                full = torch.full((1, *x.shape[2:]), self.cap, dtype=torch.int64, device=x.device)
+                row["sops_upper_bound"] = float(event_sops(module.layer, full)[0])
+        elif (tally.total() > 0) if tally is not None else bool((x != 0).any()):
+            row["macs"] += dense_macs(module.layer, per_sample_out) * x.shape[1]
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -256,28 +343,29 @@ class OperationCounter:
         self.images += images.shape[0]
         for name, module in self.attention.items():
             ops = module.last_ops
-            row = self.rows.setdefault(name, self._new_row(name, "spike pairs"))
+            row = self.row(name, "spike pairs")
             row["sops"] += (ops["qk_coincidences"] + ops["av_coincidences"]) * ops["images"]
             row["sops_upper_bound"] = ops["coincidences_upper_bound"]
             row["ann_macs"] = ops["ann_macs"]
         for name, neuron in self.neuron_list:
-            tally = (SpikeTally.from_spikes(neuron.last_spikes) if self.from_spike_trains
-                     else neuron.last_tally)
-            ncap = getattr(neuron, "G", neuron.T)
-            row = self.neuron_rows.setdefault(name, {
-                "name": name, "spikes": neuron.spike_class, "neurons": tally.neurons,
-                "cap": ncap, "spike_total": 0, "at_cap": 0, "histogram": [0] * (ncap + 1),
-                "adds": 0, "comparisons": 0, "resets": 0, "count": 0})
-            total = tally.total()
-            row["spike_total"] += total
-            row["count"] += tally.numel
-            hist = tally.histogram.tolist()
-            hist = hist[:ncap] + [sum(hist[ncap:])]  # counts above the cap go to its bin
-            row["at_cap"] += hist[ncap]
-            row["histogram"] = [a + b for a, b in zip(row["histogram"], hist, strict=True)]
-            for key, value in _updates(neuron, tally, total).items():
-                row[key] += value
+            self._count_neurons(name, neuron)
         return out
+
+    def _count_neurons(self, name: str, neuron: nn.Module) -> None:
+        """Add the spikes, histogram and updates of ``neuron`` in this call."""
+        tally = (SpikeTally.from_spikes(neuron.last_spikes) if self.from_spike_trains
+                 else neuron.last_tally)
+        ncap, total = getattr(neuron, "G", neuron.T), tally.total()
+        row = self.add_spikes(name, (neuron.spike_class, tally.neurons, ncap), total, tally.numel,
+                              _updates(neuron, tally, total), at_cap=0, histogram=[0] * (ncap + 1))
+        hist = tally.histogram.tolist()
+        hist = hist[:ncap] + [sum(hist[ncap:])]  # counts above the cap go to its bin
+        row["at_cap"] += hist[ncap]
+        row["histogram"] = [a + b for a, b in zip(row["histogram"], hist, strict=True)]
+
+    def product_before(self, name: str, order: dict[str, int]) -> str:
+        """An attention product is listed just before its module's projection (``proj``)."""
+        return f"{name}.proj" if f"{name}.proj" in order else name
 
     def close(self) -> None:
         for h in self.handles:
@@ -286,42 +374,6 @@ class OperationCounter:
         for _, neuron in self.neuron_list:
             neuron.counting, neuron.last_tally = False, None
         self.snn.set_recording(False)
-
-    def __enter__(self) -> OperationCounter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def report(self) -> dict:
-        """Totals per image, ``per_layer`` and ``neurons`` rows: see `count_operations`."""
-        if self.images == 0:
-            raise ConfigError("count_operations needs at least one image")
-        snn, images = self.snn, self.images
-        order = {name: i for i, (name, _) in enumerate(snn.body.named_modules())}
-
-        def position(row: dict) -> float:  # network order; attention products just before proj
-            if row["input"] == "spike pairs":
-                return order.get(f"{row['name']}.proj", order[row["name"]]) - 0.5
-            return order[row["name"]]
-
-        per_layer = [{"name": r["name"], "input": r["input"], "sops": r["sops"] / images,
-                      "macs": r["macs"] / images, "ann_macs": r["ann_macs"],
-                      "sops_upper_bound": r["sops_upper_bound"]}
-                     for r in sorted(self.rows.values(), key=position)]
-        neurons_out = []
-        for r in self.neuron_rows.values():
-            neurons_out.append({
-                "name": r["name"], "spikes": r["spikes"], "neurons": r["neurons"], "cap": r["cap"],
-                "mean_spikes": r["spike_total"] / r["count"],
-                "firing_rate": r["spike_total"] / (r["count"] * r["cap"]),
-                "fraction_at_cap": r["at_cap"] / r["count"],
-                "histogram": [h / r["count"] for h in r["histogram"]],
-                "adds": r["adds"] / images, "comparisons": r["comparisons"] / images,
-                "resets": r["resets"] / images, "spikes_per_image": r["spike_total"] / images})
-        max_spikes = max((max(i for i, h in enumerate(r["histogram"]) if h > 0)
-                          for r in neurons_out), default=0)
-        return summarize(per_layer, neurons_out, images, self.preset, max_spikes)
 
 
 @torch.no_grad()
@@ -342,118 +394,6 @@ def count_operations(snn: SpikingNetwork, batches: Iterable[torch.Tensor],
         return counter.report()
 
 
-def summarize(per_layer: list[dict], neurons_out: list[dict], images: int, preset: str,
-              max_spikes: int, **extra) -> dict:
-    """The report of a count: per-image totals of the ``per_layer`` rows (``sops``, ``macs``,
-    ``ann_macs``, ``sops_upper_bound``) and of the ``neurons_out`` rows (``spikes_per_image``,
-    ``neurons``, ``adds``, ``comparisons``), energy of ``preset``, and ``extra`` keys after
-    ``pj_per_mac``. Shared by `count_operations` and the STBP counter."""
-    costs = PRESETS[preset]
-    sops = sum(r["sops"] for r in per_layer)
-    macs = sum(r["macs"] for r in per_layer)
-    ann_macs = sum(r["ann_macs"] for r in per_layer)
-    energy = (sops * costs["ac_pj"] + macs * costs["mac_pj"]) * 1e-9
-    ann_energy = ann_macs * costs["mac_pj"] * 1e-9
-    spikes = sum(r["spikes_per_image"] for r in neurons_out)
-    n_neurons = sum(r["neurons"] for r in neurons_out)
-    return {
-        "images": images,
-        "preset": preset,
-        "pj_per_accumulate": costs["ac_pj"],
-        "pj_per_mac": costs["mac_pj"],
-        **extra,
-        "sops": sops,
-        "macs": macs,
-        "energy_mj": energy,
-        "ann_macs": ann_macs,
-        "ann_energy_mj": ann_energy,
-        "energy_ratio": ann_energy / energy if energy else None,
-        "spikes_per_image": spikes,
-        "firing_rate": spikes / n_neurons if n_neurons else 0.0,  # per neuron per inference
-        "max_spikes_per_neuron": max_spikes,
-        "sops_upper_bound": sum(r["sops_upper_bound"] for r in per_layer),
-        "neuron_adds": sum(r["adds"] for r in neurons_out),
-        "neuron_comparisons": sum(r["comparisons"] for r in neurons_out),
-        "per_layer": per_layer,
-        "neurons": neurons_out,
-    }
-
-
-def stage_of(name: str) -> str:
-    """Coarse stage of a layer name: ``stages.N...`` -> ``stage N+1``, else the first component."""
-    parts = name.split(".")
-    if parts[0] == "stages" and len(parts) > 1:
-        return f"stage {int(parts[1]) + 1}"
-    return parts[0] if not parts[0].isdigit() else "body"
-
-
-def to_markdown(report: dict) -> str:
-    """The energy report as a markdown table (totals last), for papers and READMEs."""
-    lines = ["| layer | input | SOPs | MACs | SOPs upper bound | ANN MACs |",
-             "|---|---|---:|---:|---:|---:|"]
-    for r in report["per_layer"]:
-        lines.append(f"| {r['name']} | {r['input']} | {r['sops']:,.0f} | {r['macs']:,.0f} | "
-                     f"{r['sops_upper_bound']:,.0f} | {r['ann_macs']:,.0f} |")
-    lines.append(f"| **total per image** | | **{report['sops']:,.0f}** | **{report['macs']:,.0f}** | "
-                 f"**{report['sops_upper_bound']:,.0f}** | **{report['ann_macs']:,.0f}** |")
-    lines.append("")
-    lines.append(f"Energy per image ({report['preset']}: {report['pj_per_accumulate']} pJ per "
-                 f"accumulate, {report['pj_per_mac']} pJ per MAC): SNN "
-                 f"{report['energy_mj'] * 1e3:.4g} uJ, ANN {report['ann_energy_mj'] * 1e3:.4g} uJ "
-                 f"({report['energy_ratio']:.2f}x). Firing rate {report['firing_rate']:.4f} spikes "
-                 f"per neuron per inference, at most {report['max_spikes_per_neuron']}.")
-    return "\n".join(lines)
-
-
-def plot_report(report: dict, path, title: str = "") -> None:
-    """Cumulative SOPs and upper bound along the network, and firing per neuron layer (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report["per_layer"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    ax = axes[0]
-    cum, cum_ub, total, total_ub = [], [], 0.0, 0.0
-    for r in rows:
-        total += r["sops"] + r["macs"]
-        total_ub += r["sops_upper_bound"] + r["macs"]
-        cum.append(total)
-        cum_ub.append(total_ub)
-    xs = range(len(rows))
-    ax.plot(xs, cum_ub, "k--", label="upper bound (every neuron at its cap)")
-    ax.plot(xs, cum, "C0-", label="emitted: SOPs + MACs")
-    attn = [i for i, r in enumerate(rows) if r["input"] == "spike pairs"]
-    if attn:
-        ax.scatter(attn, [cum[i] for i in attn], color="C3", zorder=3, s=18,
-                   label="attention products")
-    stages = [stage_of(r["name"]) for r in rows]
-    for i in range(1, len(rows)):
-        if stages[i] != stages[i - 1]:
-            ax.axvline(i - 0.5, color="0.85", lw=0.8)
-            ax.text(i - 0.4, max(cum_ub) * 0.02, stages[i], fontsize=7, rotation=90, va="bottom")
-    ax.set_xlabel("weight layer / attention product, in network order")
-    ax.set_ylabel("cumulative operations per image")
-    ax.set_title("cumulative synaptic operations")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    nrows = report["neurons"]
-    rates = [r["firing_rate"] for r in nrows]
-    at_cap = [r["fraction_at_cap"] for r in nrows]
-    ax.bar(range(len(nrows)), rates, color="C2", label="firing rate (spikes / cap)")
-    ax.plot(range(len(nrows)), at_cap, "k.", label="fraction of neurons at the cap")
-    ax.set_xlabel("neuron layer, in network order")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"firing per layer (mean {report['firing_rate']:.3f} spikes per neuron)")
-    ax.legend(fontsize=8)
-    fig.suptitle(title or f"{report['sops']:,.0f} SOPs + {report['macs']:,.0f} MACs per image: "
-                 f"{report['energy_mj'] * 1e3:.3g} uJ ({report['preset']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-__all__ = ["OperationCounter", "EVENT_CLASSES", "PRESETS", "classify_input", "count_operations",
+__all__ = ["CountRows", "OperationCounter", "EVENT_CLASSES", "PRESETS", "classify_input", "count_operations",
            "dense_macs", "event_sops", "neuron_updates", "plot_report", "spike_class",
            "spike_pair_coincidences", "stage_of", "to_markdown"]

@@ -23,6 +23,7 @@ shift) and one comparison (two for ternary neurons), and the resets.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
 import torch
 from torch import nn
@@ -31,9 +32,9 @@ from ..baselines.attention import A2OS2A, GroupedProjection, SpikingSelfAttentio
 from ..baselines.lif import LIF
 from ..errors import ConfigError
 from ..models.spikformer import Spikformer
-from .energy import CLASS_ORDER, EVENT_CLASSES, PRESETS, classify_input, dense_macs, event_sops, summarize
+from .energy import EVENT_CLASSES, CountRows, classify_input, dense_macs, event_sops, widen
 
-__all__ = ["allowed_pairs", "count_stbp_operations"]
+__all__ = ["StbpCounter", "allowed_pairs", "count_stbp_operations"]
 
 
 def allowed_pairs(module: SpikingSelfAttention, n_tokens: int) -> torch.Tensor:
@@ -82,6 +83,130 @@ def _layer_of(module: nn.Module):
     return module, None
 
 
+def _reached(layer: nn.Module | None, fanout: int | None, counts: torch.Tensor) -> float:
+    """Accumulates of ``counts`` events per input position (B x ...), all samples: `event_sops`
+    of ``layer``, or ``fanout`` synapses per event for a `GroupedProjection` (``layer`` None)."""
+    return float(counts.sum() * fanout) if layer is None else float(event_sops(layer, counts).sum())
+
+
+class StbpCounter(CountRows):
+    """Counts operations while a Spikformer baseline runs: call it like the model.
+
+    Puts ``model`` in eval mode and hooks its weight layers (`_weight`), LIF neurons (`_neuron`)
+    and the Q, K, V of its attention modules (`_capture`); ``counter(images)`` runs the model once,
+    counts the attention products of that call and returns the output. The counts of every call
+    add up; `report` gives them per image. `close` (or the end of a ``with`` block) removes the
+    hooks and restores the model's training mode. `count_stbp_operations` is the one-shot form.
+    """
+
+    counted_by = "count_stbp_operations"
+
+    def __init__(self, model: Spikformer, preset: str = "45nm-fp32") -> None:
+        super().__init__(preset)
+        if not isinstance(model, Spikformer):
+            raise ConfigError("count_stbp_operations counts Spikformer baselines, got "
+                              f"{type(model).__name__}")
+        self.model = self.network = model
+        self.was_training = model.training
+        model.eval()
+        self.steps = model.steps
+        self.captured: dict[tuple[str, int], torch.Tensor] = {}
+        self.attention: dict[str, nn.Module] = {}
+        self.handles = []
+        for name, m in model.named_modules():
+            self._hook(name, m)
+
+    def _hook(self, name: str, m: nn.Module) -> None:
+        """Hook module ``name`` where it is a weight layer, a LIF neuron or an attention module."""
+        if isinstance(m, (nn.Conv2d, nn.Linear, GroupedProjection)):
+            self.handles.append(m.register_forward_hook(partial(self._weight, name)))
+        elif isinstance(m, LIF):
+            self.handles.append(m.register_forward_hook(partial(self._neuron, name)))
+        if isinstance(m, (SpikingSelfAttention, A2OS2A)):
+            self.attention[name] = m
+            k = (m.k_proj, True) if isinstance(m, A2OS2A) else (m.k_lif, False)  # A2OS2A: ReLU keys
+            for i, (source, relu) in enumerate([(m.q_lif, False), k, (m.v_lif, False)]):
+                self.handles.append(source.register_forward_hook(partial(self._capture, (name, i), relu)))
+
+    def _capture(self, key: tuple[str, int], relu: bool, module, args, output) -> None:
+        self.captured[key] = torch.relu(output) if relu else output
+
+    def _weight(self, name: str, module: nn.Module, args, output) -> None:
+        """Forward hook of weight layer ``name``: its operations in this call, step by step."""
+        x = args[0]
+        if name == "head":  # B x D, once
+            r = self.row(name, "real")
+            r["macs"] += dense_macs(module, output.shape[1:]) * x.shape[0]
+            r["ann_macs"] = dense_macs(module, output.shape[1:])
+            return
+        layer, fanout = _layer_of(module)
+        if isinstance(module, nn.Conv2d):  # (steps B) x C x H x W
+            x = x.unflatten(0, (self.steps, -1))
+            per_sample = dense_macs(module, output.shape[1:])
+        else:  # per token, times the tokens
+            tokens = x[0, 0].numel() // x.shape[-1]
+            per_sample = tokens * (dense_macs(module, output.shape[2:]) if layer is not None
+                                   else module.dim * module.dim // module.groups)
+        r = self.row(name, "silent")
+        r["ann_macs"] = per_sample
+        for t in range(x.shape[0]):
+            if t == 0 or not torch.equal(x[t], x[0]):  # a repeat of step 0 is computed once
+                _charge(r, x[t], layer, fanout, per_sample)
+        full = torch.ones_like(x[0][:1], dtype=torch.float64) * self.steps
+        r["sops_upper_bound"] = _reached(layer, fanout, full)
+        if r["input"] not in ("silent", *EVENT_CLASSES):
+            r["sops_upper_bound"] = 0.0  # charged as MACs
+
+    def _neuron(self, name: str, module: LIF, args, output) -> None:
+        """Forward hook of LIF neuron ``name``: its spikes and updates in this call."""
+        count = output.abs().to(torch.int64).sum(0)
+        n = count.numel() // count.shape[0] if count.dim() else 1
+        total, steps = int(count.sum()), output.numel()  # steps: neuron updates
+        updates = {"adds": steps, "comparisons": steps * (2 if module.ternary else 1), "resets": total}
+        kind = ("ternary" if module.ternary else "binary", n, output.shape[0])
+        r = self.add_spikes(name, kind, total, count.numel(), updates, max=0)
+        r["max"] = max(r["max"], int(count.max()) if count.numel() else 0)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor):
+        out = self.model(x)
+        self.images += x.shape[0]
+        for name, m in self.attention.items():
+            q, k, v = (self.captured.pop((name, i)) for i in range(3))
+            ops, bound = (_a2os2a_ops if isinstance(m, A2OS2A) else _ssa_ops)(m, q, k, v)
+            r = self.row(f"{name}.qkv", "spike pairs")
+            r["sops"] += ops
+            r["sops_upper_bound"] = bound * self.steps
+            r["ann_macs"] = int(bound)
+        return out
+
+    def product_before(self, name: str, order: dict[str, int]) -> str:
+        """Attention product ``<attention>.qkv`` is listed just before ``<attention>.attn_lif``."""
+        return name.removesuffix(".qkv") + ".attn_lif"
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        self.model.train(self.was_training)
+
+    def report(self) -> dict:
+        """Totals per image and rows: see `count_stbp_operations`."""
+        return super().report(T=self.model.T, steps=self.steps)
+
+
+def _charge(r: dict, xt: torch.Tensor, layer: nn.Module | None, fanout: int | None,
+            per_sample: int) -> None:
+    """Charge one step's input ``xt`` (B x ...) to row ``r``: spikes one accumulate per synapse
+    they reach, any other nonzero input the dense ``per_sample`` MACs per sample."""
+    kind = classify_input(xt.unsqueeze(0))
+    widen(r, kind)
+    if kind in EVENT_CLASSES:
+        r["sops"] += _reached(layer, fanout, (xt != 0).to(torch.float64))
+    elif kind != "silent":
+        r["macs"] += per_sample * xt.shape[0]
+
+
 @torch.no_grad()
 def count_stbp_operations(model: Spikformer, batches: Iterable[torch.Tensor],
                           preset: str = "45nm-fp32") -> dict:
@@ -93,142 +218,7 @@ def count_stbp_operations(model: Spikformer, batches: Iterable[torch.Tensor],
     ``per_layer``, ``neurons``), so `ge2mst.analysis.energy.to_markdown` prints it. ``ann_macs`` is the
     same architecture run once as an ANN (one step).
     """
-    if preset not in PRESETS:
-        raise ConfigError(f"energy preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    if not isinstance(model, Spikformer):
-        raise ConfigError(f"count_stbp_operations counts Spikformer baselines, got {type(model).__name__}")
-    was_training = model.training
-    model.eval()
-    steps = model.steps
-    rows: dict[str, dict] = {}
-    neurons: dict[str, dict] = {}
-    captured: dict[int, torch.Tensor] = {}
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-
-    def row(name: str, kind: str) -> dict:
-        return rows.setdefault(name, {"name": name, "input": kind, "sops": 0.0, "macs": 0.0,
-                                      "sops_upper_bound": 0.0, "ann_macs": 0})
-
-    def weight_hook(name: str):
-        def fn(module, args, output):
-            x = args[0]
-            layer, fanout = _layer_of(module)
-            if name == "head":  # B x D, once
-                r = row(name, "real")
-                r["macs"] += dense_macs(module, output.shape[1:]) * x.shape[0]
-                r["ann_macs"] = dense_macs(module, output.shape[1:])
-                return
-            if isinstance(module, nn.Conv2d):  # (steps B) x C x H x W
-                x = x.unflatten(0, (steps, -1))
-                out_shape = output.shape[1:]
-            else:
-                out_shape = output.shape[2:]
-            if isinstance(module, nn.Conv2d):
-                per_sample = dense_macs(module, out_shape)
-            else:  # per token, times the tokens
-                tokens = x[0, 0].numel() // x.shape[-1]
-                per_sample = tokens * (dense_macs(module, out_shape) if layer is not None
-                                       else module.dim * module.dim // module.groups)
-            r = row(name, "silent")
-            r["ann_macs"] = per_sample
-            kinds = []
-            for t in range(x.shape[0]):
-                xt = x[t]
-                if t > 0 and torch.equal(xt, x[0]):
-                    kinds.append("repeat")
-                    continue
-                kind = classify_input(xt.unsqueeze(0))
-                kinds.append(kind)
-                counts = (xt != 0).to(torch.float64)
-                if kind == "silent":
-                    continue
-                if kind in EVENT_CLASSES:
-                    r["sops"] += float(counts.sum() * fanout) if layer is None \
-                        else float(event_sops(layer, counts).sum())
-                else:
-                    r["macs"] += per_sample * xt.shape[0]
-            full = torch.ones_like(x[0][:1], dtype=torch.float64) * steps
-            r["sops_upper_bound"] = float(full.sum() * fanout) if layer is None \
-                else float(event_sops(layer, full)[0])
-            for k in kinds:
-                if k != "repeat" and CLASS_ORDER.index(k) > CLASS_ORDER.index(r["input"]):
-                    r["input"] = k
-            if r["input"] not in ("silent", *EVENT_CLASSES):
-                r["sops_upper_bound"] = 0.0  # charged as MACs
-        return fn
-
-    def capture_hook(key: int, relu: bool = False):
-        def fn(module, args, output):
-            captured[key] = torch.relu(output) if relu else output
-        return fn
-
-    def neuron_hook(name: str):
-        def fn(module, args, output):
-            count = output.abs().to(torch.int64).sum(0)
-            n = count.numel() // count.shape[0] if count.dim() else 1
-            r = neurons.setdefault(name, {"name": name, "spikes": "ternary" if module.ternary else "binary",
-                                          "neurons": n, "cap": output.shape[0], "spike_total": 0,
-                                          "count": 0, "adds": 0, "comparisons": 0, "resets": 0,
-                                          "max": 0})
-            total = int(count.sum())
-            r["spike_total"] += total
-            r["count"] += count.numel()
-            r["adds"] += output.numel()
-            r["comparisons"] += output.numel() * (2 if module.ternary else 1)
-            r["resets"] += total
-            r["max"] = max(r["max"], int(count.max()) if count.numel() else 0)
-        return fn
-
-    handles = []
-    attention_modules = {}
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, GroupedProjection)):
-            handles.append(m.register_forward_hook(weight_hook(name)))
-        elif isinstance(m, LIF):
-            handles.append(m.register_forward_hook(neuron_hook(name)))
-        if isinstance(m, (SpikingSelfAttention, A2OS2A)):
-            attention_modules[name] = m
-            base = id(m)
-            handles.append(m.q_lif.register_forward_hook(capture_hook(base)))
-            if isinstance(m, A2OS2A):
-                handles.append(m.k_proj.register_forward_hook(capture_hook(base + 1, relu=True)))
-            else:
-                handles.append(m.k_lif.register_forward_hook(capture_hook(base + 1)))
-            handles.append(m.v_lif.register_forward_hook(capture_hook(base + 2)))
-    images = 0
-    try:
+    with StbpCounter(model, preset) as counter:
         for x in batches:
-            model(x)
-            images += x.shape[0]
-            for name, m in attention_modules.items():
-                q, k, v = (captured.pop(id(m) + i) for i in range(3))
-                ops, bound = (_a2os2a_ops if isinstance(m, A2OS2A) else _ssa_ops)(m, q, k, v)
-                r = row(f"{name}.qkv", "spike pairs")
-                r["sops"] += ops
-                r["sops_upper_bound"] = bound * steps
-                r["ann_macs"] = int(bound)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    if images == 0:
-        raise ConfigError("count_stbp_operations needs at least one image")
-
-    def position(r: dict) -> float:
-        name = r["name"]
-        if name.endswith(".qkv"):  # the products come just before the attention neuron
-            return order[name[:-4] + ".attn_lif"] - 0.5
-        return order[name]
-
-    per_layer = [{"name": r["name"], "input": r["input"], "sops": r["sops"] / images,
-                  "macs": r["macs"] / images, "ann_macs": r["ann_macs"],
-                  "sops_upper_bound": r["sops_upper_bound"]}
-                 for r in sorted(rows.values(), key=position)]
-    neurons_out = [{"name": r["name"], "spikes": r["spikes"], "neurons": r["neurons"], "cap": r["cap"],
-                    "mean_spikes": r["spike_total"] / r["count"],
-                    "firing_rate": r["spike_total"] / (r["count"] * r["cap"]),
-                    "adds": r["adds"] / images, "comparisons": r["comparisons"] / images,
-                    "resets": r["resets"] / images, "spikes_per_image": r["spike_total"] / images}
-                   for r in neurons.values()]
-    return summarize(per_layer, neurons_out, images, preset,
-                     max((r["max"] for r in neurons.values()), default=0), T=model.T, steps=steps)
+            counter(x)
+    return counter.report()

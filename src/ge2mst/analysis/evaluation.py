@@ -31,6 +31,8 @@ from ..conversion.converter import SpikingNetwork, _input_spec, check_input, con
 from ..conversion.kinds import default_encoding, method_of, one_or_list, time_groups
 from ..core.quantizers import quantizers
 from ..errors import ConfigError, DataError, InputError
+from .energy import OperationCounter, count_operations
+from .energy_stbp import count_stbp_operations
 
 MODES = ("ann", "snn", "both")
 
@@ -106,91 +108,109 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         classes, ``images_per_s``, ``seconds``; ``snn`` also ``neuron`` and ``energy``), and for
         ``both`` the ``agreement`` of the predictions and ``max_abs_diff`` of the logits.
     """
+    tdtype = dtype_named(dtype)
+    batches, method, labels = _check_request(model, batches, mode)
+    report: dict = {"method": method, "mode": mode, "dtype": dtype}
+    ann_logits = snn_logits = None
+    # one copy in the arithmetic asked for: the ANN, and the network that is converted (BatchNorm
+    # folded in that arithmetic, as `ge2mst.analysis.verification` does)
+    base = copy.deepcopy(model).eval().to(tdtype)
+    if mode in ("ann", "both") and method != "stbp":
+        ann_logits, seconds = _run(base, batches, tdtype)
+        report["ann"] = _scores(ann_logits, labels, seconds)
+    if mode in ("snn", "both"):
+        snn, neuron = _spiking_network(model, base, method, report, form=form, encoding=encoding,
+                                       step_mode=step_mode)
+        snn_logits = _run_snn(snn, batches, labels, method, report, neuron=neuron, dtype=tdtype,
+                              energy=energy, preset=preset, step_mode=step_mode)
+        if method == "stbp" and mode == "both":
+            report["note"] = ("an STBP network is its own spiking network: there is no ANN mode "
+                              "to compare with")
+    else:  # ANN mode only: T and G of the quantizers (QCFS: T = L)
+        books = [q.book for _, q in quantizers(model)]
+        report["T"] = one_or_list(getattr(b, "T", getattr(b, "L", None)) for b in books
+                                  if getattr(b, "T", getattr(b, "L", None)) is not None)
+        report["groups"] = one_or_list(b.G for b in books if hasattr(b, "G"))
+    _compare(report, ann_logits, snn_logits, labels)
+    return report
+
+
+def _check_request(model: nn.Module, batches, mode: str) -> tuple[list, str, torch.Tensor | None]:
+    """The batches as a list, the model's method and the labels (None unless every batch has
+    them), after refusing what cannot be evaluated."""
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
-    tdtype = dtype_named(dtype)
     batches = list(batches)
     if not batches:
         raise ConfigError("evaluate needs at least one batch of images")
     method = method_of(model)
     name = getattr(model, "model_name", type(model).__name__)
-    spec = model.input_spec if isinstance(model, SpikingNetwork) else _input_spec(model)
+    is_snn = isinstance(model, SpikingNetwork)
+    spec = model.input_spec if is_snn else _input_spec(model)
     for images, _ in batches:
         check_input(images, spec)
     labelled = all(y is not None for _, y in batches)
     labels = torch.cat([y.to("cpu") for _, y in batches]) if labelled else None
-    is_snn = isinstance(model, SpikingNetwork)
     if is_snn and mode != "snn":
         raise ConfigError("a converted spiking network has no ANN mode: evaluate it with "
                           "--mode snn (or give the trained checkpoint for --mode ann/both)")
     if method == "stbp" and mode == "ann":
         raise ConfigError(f"model {name!r} is trained as a spiking network (STBP): it has no ANN "
                           "mode; use --mode snn")
-    report: dict = {"method": method, "mode": mode, "dtype": dtype}
-    ann_logits = snn_logits = None
+    return batches, method, labels
 
-    # one copy in the arithmetic asked for: the ANN, and the network that is converted (BatchNorm
-    # folded in that arithmetic, as `ge2mst.analysis.verification` does)
-    base = copy.deepcopy(model).eval().to(tdtype)
-    if mode in ("ann", "both") and method != "stbp":
-        ann = base
-        ann_logits, seconds = _run(ann, batches, tdtype)
-        report["ann"] = _scores(ann_logits, labels, seconds)
 
-    if mode in ("snn", "both"):
+def _spiking_network(model: nn.Module, base: nn.Module, method: str, report: dict, *, form: str,
+                     encoding: str | None, step_mode: str) -> tuple[nn.Module, str]:
+    """The spiking network to run (``base`` converted, or ``base`` itself for STBP models and
+    converted networks) and its neurons' names; its T, G and conversion go into ``report``."""
+    if method == "stbp":
+        report["T"], report["groups"] = getattr(model, "T", None), None
+        return base, "LIF (trained through time)"
+    if isinstance(model, SpikingNetwork):
+        snn = base.set_step_mode(step_mode)
+        form = getattr(model, "description", {}).get("conversion", {}).get("form", form)
+    else:
+        snn = convert(base, form=form, encoding=encoding or default_encoding(method),
+                      step_mode=step_mode)
+    report["T"], report["groups"] = snn.T, time_groups(snn)
+    report["form"], report["encoding"] = form, snn.encoding
+    report["step_mode"] = step_mode
+    return snn, ", ".join(sorted({type(n).__name__ for _, n in snn.neurons()}))
+
+
+def _run_snn(snn: nn.Module, batches: list, labels, method: str, report: dict, *, neuron: str,
+             dtype: torch.dtype, energy: bool, preset: str, step_mode: str) -> torch.Tensor:
+    """Run the spiking network (timed; counting its operations in the same pass in event mode)
+    and write its scores and energy into ``report``; its logits."""
+    counts = None
+    if energy and method != "stbp" and step_mode == "event":
+        # one timed pass that also counts: images/s then include the counting
+        with OperationCounter(snn, preset) as counter:
+            logits, seconds = _run(counter, batches, dtype)
+            counts = counter.report()
+    else:
+        logits, seconds = _run(snn, batches, dtype)
+    report["snn"] = {**_scores(logits, labels, seconds), "neuron": neuron}
+    if counts is not None:
+        report["snn"]["images_per_s_includes"] = "operation and energy counting"
+    if energy:
+        images = [x.to(dtype) for x, _ in batches]
         if method == "stbp":
-            snn = base
-            report["T"], report["groups"] = getattr(model, "T", None), None
-            neuron = "LIF (trained through time)"
-        else:
-            if is_snn:
-                snn = base.set_step_mode(step_mode)
-                form = getattr(model, "description", {}).get("conversion", {}).get("form", form)
-            else:
-                snn = convert(base, form=form, encoding=encoding or default_encoding(method),
-                              step_mode=step_mode)
-            report["T"], report["groups"] = snn.T, time_groups(snn)
-            neuron = ", ".join(sorted({type(n).__name__ for _, n in snn.neurons()}))
-            report["form"], report["encoding"] = form, snn.encoding
-            report["step_mode"] = step_mode
-        counts = None
-        if energy and method != "stbp" and step_mode == "event":
-            from .energy import OperationCounter
+            counts = count_stbp_operations(snn, images, preset=preset)
+        elif counts is None:
+            # counted on the event-level network: the same spikes, every synaptic event seen
+            counts = count_operations(snn.set_step_mode("event"), images, preset=preset)
+        e = {k: counts[k] for k in ENERGY_KEYS if k in counts}
+        # firing_rate of the counters is spikes per neuron per inference
+        e["spikes_per_neuron"] = e.pop("firing_rate", None)
+        report["snn"]["energy"] = e
+    return logits
 
-            # one timed pass that also counts: images/s then include the counting
-            with OperationCounter(snn, preset) as counter:
-                snn_logits, seconds = _run(counter, batches, tdtype)
-                counts = counter.report()
-        else:
-            snn_logits, seconds = _run(snn, batches, tdtype)
-        report["snn"] = {**_scores(snn_logits, labels, seconds), "neuron": neuron}
-        if counts is not None:
-            report["snn"]["images_per_s_includes"] = "operation and energy counting"
-        if energy:
-            if method == "stbp":
-                from .energy_stbp import count_stbp_operations
 
-                counts = count_stbp_operations(snn, [x.to(tdtype) for x, _ in batches],
-                                               preset=preset)
-            elif counts is None:
-                from .energy import count_operations
-
-                # counted on the event-level network: the same spikes, every synaptic event seen
-                counts = count_operations(snn.set_step_mode("event"),
-                                          [x.to(tdtype) for x, _ in batches], preset=preset)
-            e = {k: counts[k] for k in ENERGY_KEYS if k in counts}
-            # firing_rate of the counters is spikes per neuron per inference
-            e["spikes_per_neuron"] = e.pop("firing_rate", None)
-            report["snn"]["energy"] = e
-        if method == "stbp" and mode == "both":
-            report["note"] = ("an STBP network is its own spiking network: there is no ANN mode "
-                              "to compare with")
-    elif "T" not in report:  # ANN mode only: T and G of the quantizers (QCFS: T = L)
-        books = [q.book for _, q in quantizers(model)]
-        steps = sorted({getattr(b, "T", getattr(b, "L", None)) for b in books} - {None})
-        groups = sorted({b.G for b in books if hasattr(b, "G")})
-        report["T"], report["groups"] = one_or_list(steps), one_or_list(groups)
-
+def _compare(report: dict, ann_logits, snn_logits, labels) -> None:
+    """Images and classes, a check of the labels against the classes, and for both modes the
+    agreement of the predictions and the largest logit difference."""
     logits = snn_logits if snn_logits is not None else ann_logits
     report["images"] = int(logits.shape[0])
     report["num_classes"] = int(logits.shape[1])
@@ -200,7 +220,6 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     if ann_logits is not None and snn_logits is not None:
         report["agreement"] = float((ann_logits.argmax(1) == snn_logits.argmax(1)).float().mean())
         report["max_abs_diff"] = float((snn_logits - ann_logits).abs().max())
-    return report
 
 
 def format_report(report: dict) -> str:

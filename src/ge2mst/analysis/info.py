@@ -63,3 +63,34 @@ def model_info(model: nn.Module, input_shape: tuple[int, int, int]) -> dict:
         "per_layer": [{k: r[k] for k in ("name", "input", "ann_macs", "sops_upper_bound")}
                       for r in ops["per_layer"]],
     }
+
+
+def describe_model(name: str, img_size: int | None = None, in_chans: int = 3,
+                   num_classes: int | None = None, T: int | None = None,
+                   G: int | None = None) -> dict:
+    """`model_info` of the registered model ``name``, built for ``in_chans`` x ``img_size`` x
+    ``img_size`` images (default side: the model's, else 32) in ``num_classes`` classes (default:
+    the model's own), with ``T`` and ``G`` (default: the builder's); ``{"model": name, ...}``."""
+    from ..models import create_model, model_kwargs_for, model_spec
+
+    size = img_size or model_spec(name).img_size or 32
+    kwargs = model_kwargs_for(name, num_classes=num_classes or 10, in_chans=in_chans,
+                              img_size=size, T=T, G=G)
+    if num_classes is None:
+        kwargs.pop("num_classes")  # the model's own default
+    model = create_model(name, **kwargs)
+    return {"model": name, **model_info(model, (in_chans, size, size))}
+
+
+def format_info(info: dict) -> str:
+    """The lines ``ge2mst info`` prints for ``info`` (`describe_model`)."""
+    _, height, width = info["input"]
+    lines = [f"{info['model']}: {info['params']:,} parameters, input {height}x{width}, "
+             f"T={info['T']}, G={info['G']}",
+             f"  ANN MACs per image          {info['macs']:,.0f}",
+             f"  SOPs upper bound per image  {info['sops_upper_bound']:,.0f}"]
+    for a in info["attention"]:
+        lines.append(f"  {a['module']:<28} {a['type']:<6} {a['map'][0]}x{a['map'][1]} tokens, "
+                     f"{a['groups']} groups of {a['tokens_per_group']}, {a['heads']} heads "
+                     f"({a['global_heads']} global)")
+    return "\n".join(lines)

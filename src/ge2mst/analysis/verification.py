@@ -30,13 +30,13 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .._checks import dtype_named
+from .._checks import dtype_named, one_of, whole_number
+from .._files import progress as progress_bar
 from ..conversion.converter import ATTENTION_PRODUCTS, check_input, convert, fuse_batchnorm
 from ..conversion.kinds import one_or_list
 from ..core.neurons import ExpGIF, IFNeuron
 from ..core.oracle import ExpGOracle
 from ..core.quantizers import quantizers
-from ..errors import ConfigError
 
 #: relative distance to a boundary under which a membrane counts as "near" (per dtype)
 NEAR_TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
@@ -80,49 +80,20 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
         the tolerance of the verdict (``exact_tolerance``), ``exact`` (`is_exact`) and
         ``exactness_failures``.
     """
-    if reference not in REFERENCES:
-        raise ConfigError(f"reference must be one of {REFERENCES}, got {reference!r}")
-    if attention_products not in ATTENTION_PRODUCTS:
-        raise ConfigError(f"attention_products must be one of {ATTENTION_PRODUCTS}, "
-                          f"got {attention_products!r}")
-    if oracle_sample is not None and (isinstance(oracle_sample, bool)
-                                      or not isinstance(oracle_sample, int) or oracle_sample < 1):
-        raise ConfigError(f"oracle_sample must be a whole number >= 1 or None, got {oracle_sample!r}")
+    _check_options(reference, attention_products, oracle_sample)
     tdtype = dtype_named(dtype)
     ann = copy.deepcopy(model).eval().to(tdtype)
     if reference == "folded":
         ann = fuse_batchnorm(ann, inplace=True)
     snn = convert(ann, form=form, step_mode=step_mode, encoding=encoding,
                   attention_products=attention_products).to(tdtype)
-    quants = dict(quantizers(ann))
-    for q in quants.values():
-        q.record = True
     stats = _Stats(tol=NEAR_TOLERANCE[tdtype], sample=oracle_sample, seed=seed)
-    input_spec = snn.input_spec
-    it = batches
-    if progress:
-        it = _progress(batches, "verify")
-    try:
-        for images, labels in it:
-            x = images.to(tdtype)
-            check_input(x, input_spec)
-            for q in quants.values():
-                q.last_codes = None
-            a = ann(x)
-            s = snn(x, record=True)
-            stats.update_logits(a, s, labels)
-            for name, neuron in snn.neurons():
-                q = quants.get(name)
-                stats.update_neuron(name, neuron, q)
-            stats.end_batch(x.shape[0])
-    finally:
-        for q in quants.values():
-            q.record, q.last_codes = False, None
-        snn.set_recording(False)
+    _compare_batches(ann, snn, progress_bar(batches, "verify", progress, unit="batch",
+                                            disable=None), stats, tdtype)
     expg = [n for _, n in snn.neurons() if isinstance(n, ExpGIF)]
     report = {
         "T": snn.T,
-        "groups": one_or_list(n.G for n in expg),
+        "groups": one_or_list(n.G for n in expg) if expg else [],
         **stats.result(),
         "neurons_per_image": stats.neurons_per_image,
         "neuron_types": sorted({type(n).__name__ for _, n in snn.neurons()}),
@@ -133,12 +104,46 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
         "dtype": dtype,
         "reference": reference,
         "oracle_sample_per_layer": "all" if oracle_sample is None else oracle_sample,
-        "exact_tolerance": ({"max_rel_diff": EXACT_MAX_REL_DIFF} if tdtype == torch.float64
-                            else {"max_abs_diff": 0.0}),
+        "exact_tolerance": _tolerance(tdtype),
     }
     report["exactness_failures"] = exactness_failures(report)
     report["exact"] = not report["exactness_failures"]
     return report
+
+
+def _tolerance(dtype: torch.dtype) -> dict:
+    """What the verdict tolerates: float64 rounding of the sums, nothing in float32."""
+    return {"max_rel_diff": EXACT_MAX_REL_DIFF} if dtype == torch.float64 else {"max_abs_diff": 0.0}
+
+
+def _check_options(reference: str, attention_products: str, oracle_sample: int | None) -> None:
+    one_of("reference", reference, REFERENCES)
+    one_of("attention_products", attention_products, ATTENTION_PRODUCTS)
+    if oracle_sample is not None:
+        whole_number("oracle_sample (or None)", oracle_sample)
+
+
+def _compare_batches(ann: nn.Module, snn: nn.Module, batches: Iterable, stats: _Stats,
+                     dtype: torch.dtype) -> None:
+    """Run both networks on every batch, recording the quantizer codes and the spikes, and let
+    ``stats`` compare them; recording is switched off again whatever happens."""
+    quants = dict(quantizers(ann))
+    for q in quants.values():
+        q.record = True
+    try:
+        for images, labels in batches:
+            x = images.to(dtype)
+            check_input(x, snn.input_spec)
+            for q in quants.values():
+                q.last_codes = None
+            stats.update_logits(ann(x), snn(x, record=True), labels)
+            for name, neuron in snn.neurons():
+                stats.update_neuron(name, neuron, quants.get(name))
+            stats.end_batch(x.shape[0])
+    finally:
+        for q in quants.values():
+            q.record, q.last_codes = False, None
+        snn.set_recording(False)
 
 
 def exactness_failures(report: dict) -> list[str]:
@@ -182,14 +187,6 @@ def exactness_failures(report: dict) -> list[str]:
 def is_exact(report: dict) -> bool:
     """The one exactness verdict of a `verify` report: every check of `exactness_failures` passes."""
     return not exactness_failures(report)
-
-
-def _progress(iterable, desc: str):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return iterable
-    return tqdm(iterable, desc=desc, unit="batch", leave=False, disable=None)
 
 
 class _Stats:

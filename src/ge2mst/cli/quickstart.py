@@ -1,108 +1,68 @@
-"""The main job: train a small ExpG network, convert it, verify exactness, count its energy."""
+"""``ge2mst quickstart``: train a small ExpG network, convert it, verify it and report its energy.
+
+The job itself is `ge2mst.training.quickstart.run_quickstart` (re-exported here under its old
+name); this module declares the command and prints the summary."""
 
 from __future__ import annotations
 
 import json
-import platform
-import time
-from dataclasses import asdict
-from pathlib import Path
 
-import torch
+from ..training.quickstart import run_quickstart
+from . import _args
 
-from ..analysis.energy import EVENT_CLASSES, count_operations
-from ..analysis.verification import is_exact, verify
-from ..conversion.calibration import calibrate
-from ..conversion.converter import convert
-from ..data import load_dataset, normalize
-from ..io.checkpoint import atomic_write_bytes, save_checkpoint
-from ..models import create_model
-from ..training.trainer import TrainConfig, accuracy, train
+__all__ = ["add_parser", "run", "run_quickstart"]
 
 
-def run_quickstart(args) -> dict:
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    train_set = load_dataset(args.data, split="train", limit=args.train_limit, seed=args.seed,
-                             cache_dir=args.data_dir, progress=not args.json)
-    test_set = load_dataset(args.data, split=args.split, limit=args.limit, seed=args.seed,
-                            cache_dir=args.data_dir, progress=not args.json)
-    mean, std = train_set.channel_stats()
-    x_train = normalize(train_set.images, mean, std)
-    x_test = normalize(test_set.images, mean, std)
-    model = create_model(args.model, num_classes=train_set.num_classes,
-                         in_chans=train_set.in_chans, T=args.T, G=args.groups, width=args.width)
-    calibrate(model, [x_train[:256]], seed=args.seed)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      hflip=train_set.in_chans == 3)
-    start = time.perf_counter()
-    history = train(model, x_train, train_set.labels, cfg, progress=not args.json)
-    train_seconds = time.perf_counter() - start
-    ann_acc = accuracy(model, x_test, test_set.labels)
-    batches = [(x_test[i:i + 128], test_set.labels[i:i + 128]) for i in range(0, len(test_set), 128)]
-    check = verify(model, batches)
-    snn = convert(model)
-    energy = count_operations(snn, [x for x, _ in batches])
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = save_checkpoint(out / f"{args.model}.safetensors", model, mean=mean.tolist(),
-                           std=std.tolist(), data=args.data, seed=args.seed, train=asdict(cfg))
-    report = {
-        "model": args.model, "T": args.T, "groups": args.groups,
-        "params": sum(p.numel() for p in model.parameters()),
-        "data": args.data, "train_images": len(train_set), "test_images": len(test_set),
-        "epochs": args.epochs, "seed": args.seed, "train_seconds": train_seconds,
-        "device": f"cpu ({platform.processor() or platform.machine()}, "
-                  f"{torch.get_num_threads()} threads)",
-        "ann_accuracy_float32": ann_acc,
-        "history": history, "verify": check, "energy": energy,
-        "exact": is_exact(check),
-        "files": {"checkpoint": str(ckpt), "report": str(out / "report.json")},
-    }
-    plot = _plot(report, out / "report.png")
-    if plot:
-        report["files"]["plot"] = str(plot)
-    atomic_write_bytes(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-    return report
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("quickstart", help="train a small ExpG network, convert it, verify "
+                              "it and report its energy (the embedded default runs in minutes on "
+                              "a CPU)")
+    _args.add_data_args(p)
+    p.add_argument("--model", default="ge2mst_cnn_tiny")
+    p.add_argument("--width", type=_args._positive_int, default=16, help="base channel width")
+    _args.add_time_steps(p, default=4)
+    _args.add_groups(p, default=2)
+    p.add_argument("--epochs", type=_args._positive_int, default=30)
+    p.add_argument("--batch-size", type=_args._positive_int, default=64)
+    p.add_argument("--lr", type=_args._positive_float, default=3e-3)
+    p.add_argument("--train-limit", type=_args._positive_int, default=None,
+                   help="use this many training images (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/quickstart",
+                   help="folder for report.json, report.png and the checkpoint")
+    _args.add_json(p, help="print the report as one JSON object")
+    p.set_defaults(func=run)
 
 
-def _plot(report: dict, path: Path) -> Path | None:
-    try:
-        import matplotlib
+def run(args) -> int:
+    report = run_quickstart(args)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_summary(report)
+    return 0 if report["exact"] else 1
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    hist = report["history"]
-    ax = axes[0]
-    ax.plot([h["epoch"] for h in hist], [h["train_accuracy"] for h in hist], label="train acc")
-    ax.plot([h["epoch"] for h in hist], [h["p"] for h in hist], "--", label="ExpG mix p")
-    ax.axhline(report["verify"]["snn_accuracy"], color="k", lw=0.8,
-               label=f"held-out SNN = ANN {report['verify']['snn_accuracy']:.3f}")
-    ax.set_xlabel("epoch")
-    ax.set_title("progressive ExpG training")
-    ax.legend(fontsize=8)
-    rows = report["energy"]["per_layer"]
-    names = [r["name"] for r in rows]
-    ax = axes[1]
-    ax.bar(names, [r["sops"] for r in rows], label="SOPs (spike events x fan-out)")
-    ax.bar(names, [r["macs"] for r in rows], bottom=[r["sops"] for r in rows],
-           label="MACs (real-valued input)")
-    spiking = [r for r in rows if r["input"] in EVENT_CLASSES]
-    ax.scatter([r["name"] for r in spiking], [r["sops_upper_bound"] for r in spiking], marker="_",
-               s=600, color="k", zorder=3, label="SOP upper bound (every neuron at G spikes)")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("operations per image")
-    ax.set_title("operations per layer")
-    ax.legend(fontsize=8)
-    ax = axes[2]
-    e = report["energy"]
-    ax.bar(["SNN", "ANN"], [e["energy_mj"] * 1e3, e["ann_energy_mj"] * 1e3], color=["C2", "C7"])
-    ax.set_ylabel(f"energy per image (uJ, {e['preset']})")
-    ax.set_title(f"energy: {e['energy_ratio']:.2f}x less than the ANN")
-    fig.suptitle(f"{report['model']}  T={report['T']} G={report['groups']}: exact = {report['exact']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+
+def _print_summary(report: dict) -> None:
+    v, e = report["verify"], report["energy"]
+    print(f"model            {report['model']}  (T={report['T']}, G={report['groups']}, "
+          f"{report['params']:,} parameters)")
+    print(f"data             {report['data']}: {report['train_images']} train / "
+          f"{report['test_images']} held-out images")
+    print(f"training         {report['epochs']} epochs in {report['train_seconds']:.1f} s "
+          f"(seed {report['seed']})")
+    print(f"accuracy         ANN {v['ann_accuracy']:.4f}   SNN {v['snn_accuracy']:.4f}")
+    print(f"exactness        max |SNN - ANN| = {v['max_abs_diff']:.3g} (rel {v['max_rel_diff']:.3g}),"
+          f" {v['code_mismatches']} of {v['codes_compared']:,} neuron codes differ, "
+          f"prediction agreement {v['prediction_agreement']:.4f}")
+    print(f"spikes           {v['mean_spikes_per_neuron']:.3f} per neuron (max "
+          f"{v['max_spikes_per_neuron']}, cap G = {report['groups']}), "
+          f"{v['illegal_patterns']} illegal patterns")
+    print(f"operations/image {e['sops']:,.0f} SOPs + {e['macs']:,.0f} MACs "
+          f"(SOP upper bound {e['sops_upper_bound']:,.0f})")
+    print(f"energy/image     SNN {e['energy_mj'] * 1e3:.4f} uJ vs ANN {e['ann_energy_mj'] * 1e3:.4f} uJ "
+          f"({e['preset']}: {e['energy_ratio']:.2f}x less)")
+    print(f"saved            {report['files']['report']}, {report['files'].get('plot', '(no plot)')}, "
+          f"{report['files']['checkpoint']}")
+    print("verdict          " + ("EXACT: the spiking network reproduces the ANN on every image"
+                                 if report["exact"] else "NOT EXACT: see report.json"))

@@ -47,34 +47,48 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], percentile: flo
     was_training = model.training
     for q in quants.values():
         q.bypass = True
+    gen = torch.Generator().manual_seed(seed)
     try:
         if update_bn:
             _update_batchnorm(model, batches)
         model.eval()
-        gen = torch.Generator().manual_seed(seed)
-        samples: dict[str, list[torch.Tensor]] = {name: [] for name in quants}
-
-        def hook(name):
-            def fn(module, args):
-                x = args[0].detach().to(torch.float32).flatten()
-                x = x.abs() if module.signed else x[x > 0]
-                if x.numel() > _MAX_SAMPLES:
-                    pick = torch.randint(0, x.numel(), (_MAX_SAMPLES,), generator=gen)
-                    x = x[pick.to(x.device)]
-                samples[name].append(x.cpu())
-            return fn
-
-        handles = [q.register_forward_pre_hook(hook(name)) for name, q in quants.items()]
-        try:
-            for x in batches:
-                model(x)
-        finally:
-            for h in handles:
-                h.remove()
+        samples = _collect_inputs(model, quants, batches, gen)
     finally:
         for q in quants.values():
             q.bypass = False
         model.train(was_training)
+    return _set_lambdas(quants, samples, percentile, gen)
+
+
+def _collect_inputs(model: nn.Module, quants: dict, batches: list[torch.Tensor],
+                    gen: torch.Generator) -> dict[str, list[torch.Tensor]]:
+    """The positive (signed quantizers: absolute) inputs of each quantizer over ``batches``, at
+    most ``_MAX_SAMPLES`` per call (a seeded subsample), on the CPU."""
+    samples: dict[str, list[torch.Tensor]] = {name: [] for name in quants}
+
+    def hook(name):
+        def fn(module, args):
+            x = args[0].detach().to(torch.float32).flatten()
+            x = x.abs() if module.signed else x[x > 0]
+            if x.numel() > _MAX_SAMPLES:
+                pick = torch.randint(0, x.numel(), (_MAX_SAMPLES,), generator=gen)
+                x = x[pick.to(x.device)]
+            samples[name].append(x.cpu())
+        return fn
+
+    handles = [q.register_forward_pre_hook(hook(name)) for name, q in quants.items()]
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return samples
+
+
+def _set_lambdas(quants: dict, samples: dict[str, list[torch.Tensor]], percentile: float,
+                 gen: torch.Generator) -> dict[str, float]:
+    """Each quantizer's lambda set to the ``percentile`` of its samples (1.0 without any)."""
     result = {}
     for name, q in quants.items():
         values = torch.cat(samples[name]) if samples[name] else torch.empty(0)

@@ -17,155 +17,15 @@ gives wrong codes; ``online=True`` exists to show that (tests, docs), never for 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..errors import ConfigError, ConversionError, InputError
+from ..errors import ConfigError, InputError
 from .coding import ExpGCodeBook, check_time_groups, expg_codebook, level_spacing
-from .quantizers import ExpGQuant, QCFSQuant, Quantizer, level_index, quantized_values
+from .quantizers import ExpGQuant, QCFSQuant, level_index, quantized_values
+from .spiking_neuron import SpikingNeuron, _refuse_quantizer, neurons, quantizer_lambda
+from .step import STEP_MODES, set_step_mode
+from .tally import SpikeTally
 
-STEP_MODES = ("event", "collapsed")
 FORMS = ("search", "sequential")
-
-
-class SpikeTally:
-    """What energy accounting needs of one layer's spikes in one call, kept instead of its spike
-    trains: spikes per step over the batch (int64, T), the histogram of spikes per neuron
-    (int64, 0..T), whether any spike is negative (0-dim bool), neurons per image, and the spikes
-    of each neuron (B x ..., int64, made on demand). Made from the spike trains (`from_spikes`) or,
-    without them, from the levels of an ExpG layer (`from_levels`); both give the same numbers
-    (tested)."""
-
-    def __init__(self, per_step: torch.Tensor, histogram: torch.Tensor, negative: torch.Tensor,
-                 shape: torch.Size, per_neuron) -> None:
-        self.per_step, self.histogram, self.negative = per_step, histogram, negative
-        self.shape = shape  # B x ...
-        self._per_neuron = per_neuron
-
-    @property
-    def neurons(self) -> int:
-        """Neurons per image."""
-        return self.shape[1:].numel()
-
-    @property
-    def numel(self) -> int:
-        """Neurons times images."""
-        return self.shape.numel()
-
-    def total(self) -> int:
-        return int(self.per_step.sum())
-
-    def per_neuron(self) -> torch.Tensor:
-        if callable(self._per_neuron):
-            self._per_neuron = self._per_neuron()
-        return self._per_neuron
-
-    @classmethod
-    def from_spikes(cls, spikes: torch.Tensor) -> SpikeTally:
-        mag = spikes.abs()
-        count = mag.sum(0, dtype=torch.int64)
-        return cls(mag.flatten(1).sum(1, dtype=torch.int64),
-                   torch.bincount(count.flatten(), minlength=spikes.shape[0] + 1),
-                   (spikes < 0).any(), count.shape, count)
-
-    @classmethod
-    def from_levels(cls, rows: torch.Tensor, book: ExpGCodeBook, signed: bool) -> SpikeTally:
-        """From the level of each neuron, its index into the code book (signed: plus M where the
-        membrane is negative, M the number of levels): one histogram of the rows, read through
-        the code book's pattern table."""
-        M = book.num_levels
-        patterns = book.on("patterns", rows.device).to(torch.int64)  # M x T
-        hist = torch.bincount(rows.reshape(-1), minlength=2 * M if signed else M)
-        pop = patterns.sum(1)  # spikes of each level
-        if signed:
-            negative = hist[M + 1:].sum() > 0  # a negative membrane above level 0
-            hist = hist[:M] + hist[M:]
-            pop_rows = torch.cat([pop, pop])
-        else:
-            negative = torch.zeros((), dtype=torch.bool, device=rows.device)
-            pop_rows = pop
-        histogram = torch.zeros(book.T + 1, dtype=torch.int64, device=rows.device)
-        return cls((patterns * hist[:, None]).sum(0), histogram.index_add_(0, pop, hist),
-                   negative, rows.shape, lambda: pop_rows[rows])
-
-
-class SpikingNeuron(nn.Module):
-    """Common state of the spiking neurons: T, the step mode and spike recording."""
-
-    #: class of the spikes this neuron emits ("binary" or "ternary"), for energy accounting.
-    spike_class = "binary"
-
-    def __init__(self, T: int) -> None:
-        super().__init__()
-        self.T = T
-        self.step_mode = "event"
-        self.record = False
-        self.last_spikes: torch.Tensor | None = None
-        self.last_membrane: torch.Tensor | None = None
-        #: set by `ge2mst.analysis.energy.OperationCounter`: keep a `SpikeTally` of each call in
-        #: ``last_tally`` (spike trains only where the counts need them, `counts_need_spikes`)
-        self.counting = False
-        self.last_tally: SpikeTally | None = None
-
-    @property
-    def counts_need_spikes(self) -> bool:
-        """Whether operation counting needs this neuron's whole spike trains."""
-        return False
-
-    def output_magnitudes(self, dtype: torch.dtype) -> torch.Tensor:
-        """|output| of a spike at each step, in ``dtype`` (T)."""
-        raise NotImplementedError
-
-    def _check_input(self, x: torch.Tensor, nan: bool = True) -> None:
-        """Dtype and shape of the input; NaN too unless ``nan`` is False (the caller then checks
-        the membrane it sums, which any NaN current reaches)."""
-        if not torch.is_floating_point(x):
-            raise InputError(f"{type(self).__name__} expects floating-point currents, got {x.dtype}")
-        if self.step_mode == "event":
-            if x.dim() < 2 or x.shape[0] != self.T:
-                raise InputError(
-                    f"{type(self).__name__} in event mode expects currents of shape T x B x ... "
-                    f"with T = {self.T} first, got shape {tuple(x.shape)}"
-                )
-        if nan and torch.isnan(x).any():
-            raise InputError(f"{type(self).__name__} received NaN input currents")
-
-    def _remember(self, spikes: torch.Tensor, membrane: torch.Tensor | None) -> None:
-        if self.record or (self.counting and self.counts_need_spikes):
-            self.last_spikes = spikes.to(torch.int8)
-        if self.record:
-            self.last_membrane = membrane
-        if self.counting:
-            self.last_tally = SpikeTally.from_spikes(spikes)
-
-    def _register_lambda(self, lam: float | torch.Tensor) -> None:
-        """Keep ``lam`` (a positive finite scalar) as the float64 buffer ``lam``."""
-        lam_t = torch.as_tensor(lam, dtype=torch.float64).detach().clone()
-        if lam_t.numel() != 1 or not torch.isfinite(lam_t) or lam_t <= 0:
-            raise ConfigError(f"lambda must be a positive finite scalar, got {lam!r}")
-        self.register_buffer("lam", lam_t.reshape(()))
-
-    def extra_repr(self) -> str:
-        return f"T={self.T}, step_mode={self.step_mode}"
-
-
-def quantizer_lambda(q: Quantizer, name: str = "") -> torch.Tensor:
-    """The clip lambda (detached) of quantizer ``q`` (named ``name`` in errors), refusing what no
-    spiking neuron reproduces exactly: a quantizer still mixing ClipReLU and ExpG (p < 1), and a
-    lambda that is not a positive finite number."""
-    if q.p < 1.0:
-        raise ConversionError(
-            f"quantizer {name!r} still mixes ClipReLU and ExpG (p = {q.p:g}); only a fully "
-            "quantized network (p = 1, the end of progressive training) converts exactly"
-        )
-    lam = q.lam.detach()
-    if not torch.isfinite(lam) or lam <= 0:
-        raise ConversionError(f"quantizer {name!r} has lambda = {float(lam)}: it must be positive")
-    return lam
-
-
-def _refuse_quantizer(neuron: type, q: Quantizer, name: str) -> None:
-    raise ConversionError(f"{neuron.__name__} cannot reproduce quantizer {type(q).__name__} "
-                          f"({name!r})")
 
 
 class ExpGIF(SpikingNeuron):
@@ -461,17 +321,5 @@ class IFNeuron(SpikingNeuron):
         return f"T={self.T}, lam={float(self.lam):.4g}, theta={self.theta:.4g}"
 
 
-def neurons(model: nn.Module):
-    """Yield ``(name, neuron)`` for every spiking neuron in ``model``."""
-    for name, module in model.named_modules():
-        if isinstance(module, SpikingNeuron):
-            yield name, module
-
-
-def set_step_mode(model: nn.Module, mode: str) -> None:
-    """Set the step mode (``"event"`` or ``"collapsed"``) of every module that has one."""
-    if mode not in STEP_MODES:
-        raise ConfigError(f"step mode must be one of {STEP_MODES}, got {mode!r}")
-    for module in model.modules():
-        if hasattr(module, "step_mode"):
-            module.step_mode = mode
+__all__ = ["FORMS", "STEP_MODES", "ExpGIF", "IFNeuron", "SpikeTally", "SpikingNeuron", "neurons",
+           "quantizer_lambda", "set_step_mode"]

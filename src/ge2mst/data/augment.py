@@ -99,6 +99,27 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, gen: torch.Gen
     Raises:
         ConfigError: a bad argument, named in the message.
     """
+    mixup_alpha, cutmix_alpha, switch_prob, smoothing = _check_mixing(
+        x, y, num_classes, mixup_alpha, cutmix_alpha, switch_prob, label_smoothing)
+    off = smoothing / num_classes
+    target = torch.full((y.shape[0], num_classes), off, dtype=torch.float32, device=x.device)
+    target.scatter_(1, y.to(x.device, torch.int64).view(-1, 1), 1.0 - smoothing + off)
+    if mixup_alpha == 0 and cutmix_alpha == 0:
+        return x, target
+    use_cutmix = cutmix_alpha > 0
+    if mixup_alpha > 0 and cutmix_alpha > 0:
+        use_cutmix = float(torch.rand((), generator=gen, dtype=torch.float64)) < switch_prob
+    if use_cutmix:
+        mixed, lam = _cutmix(x, _beta_sample(cutmix_alpha, gen), gen)
+    else:
+        lam = _beta_sample(mixup_alpha, gen)
+        mixed = x * lam + x.flip(0) * (1.0 - lam)
+    return mixed, target * lam + target.flip(0) * (1.0 - lam)
+
+
+def _check_mixing(x, y, num_classes, mixup_alpha, cutmix_alpha, switch_prob,
+                  label_smoothing) -> tuple[float, float, float, float]:
+    """The arguments of `mix_batch` checked; the four numbers as floats."""
     mixup_alpha = non_negative("mix_batch: mixup_alpha", mixup_alpha)
     cutmix_alpha = non_negative("mix_batch: cutmix_alpha", cutmix_alpha)
     switch_prob = in_unit_interval("mix_batch: switch_prob", switch_prob)
@@ -117,27 +138,19 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, gen: torch.Gen
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ConfigError(f"mix_batch: labels must lie in 0 .. {num_classes - 1}, got "
                           f"{int(y.min())} .. {int(y.max())}")
-    off = smoothing / num_classes
-    target = torch.full((y.shape[0], num_classes), off, dtype=torch.float32, device=x.device)
-    target.scatter_(1, y.to(x.device, torch.int64).view(-1, 1), 1.0 - smoothing + off)
-    if mixup_alpha == 0 and cutmix_alpha == 0:
-        return x, target
-    use_cutmix = cutmix_alpha > 0
-    if mixup_alpha > 0 and cutmix_alpha > 0:
-        use_cutmix = float(torch.rand((), generator=gen, dtype=torch.float64)) < switch_prob
-    if use_cutmix:
-        lam = _beta_sample(cutmix_alpha, gen)
-        h, w = x.shape[2], x.shape[3]
-        cut = math.sqrt(max(0.0, 1.0 - lam))
-        ch, cw = int(h * cut), int(w * cut)
-        cy = int(torch.randint(0, h, (), generator=gen))
-        cx = int(torch.randint(0, w, (), generator=gen))
-        y0, y1 = max(0, cy - ch // 2), min(h, cy + ch // 2)
-        x0, x1 = max(0, cx - cw // 2), min(w, cx + cw // 2)
-        mixed = x.clone()
-        mixed[:, :, y0:y1, x0:x1] = x.flip(0)[:, :, y0:y1, x0:x1]
-        lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
-    else:
-        lam = _beta_sample(mixup_alpha, gen)
-        mixed = x * lam + x.flip(0) * (1.0 - lam)
-    return mixed, target * lam + target.flip(0) * (1.0 - lam)
+    return mixup_alpha, cutmix_alpha, switch_prob, smoothing
+
+
+def _cutmix(x: torch.Tensor, lam: float, gen: torch.Generator) -> tuple[torch.Tensor, float]:
+    """``x`` with a box of about ``(1 - lam)`` of its area pasted from its partner, and the kept
+    fraction of the area (the box clipped to the image)."""
+    h, w = x.shape[2], x.shape[3]
+    cut = math.sqrt(max(0.0, 1.0 - lam))
+    ch, cw = int(h * cut), int(w * cut)
+    cy = int(torch.randint(0, h, (), generator=gen))
+    cx = int(torch.randint(0, w, (), generator=gen))
+    y0, y1 = max(0, cy - ch // 2), min(h, cy + ch // 2)
+    x0, x1 = max(0, cx - cw // 2), min(w, cx + cw // 2)
+    mixed = x.clone()
+    mixed[:, :, y0:y1, x0:x1] = x.flip(0)[:, :, y0:y1, x0:x1]
+    return mixed, 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)

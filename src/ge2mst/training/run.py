@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from ..analysis.verification import is_exact, verify
 from ..conversion.calibration import calibrate
@@ -202,87 +203,119 @@ def _load(spec, args, split, limit):
 
 def _run(args, rank: int, size: int, device: torch.device) -> dict:
     out = Path(args.out)
-    state_path = out / STATE
     cfg = _config(args)
-    if args.resume:
-        if not state_path.is_file():
-            raise CheckpointError(f"nothing to resume: {str(state_path)!r} does not exist")
-        state = _read_state(state_path)
-        run = state["run"]
-    elif state_path.exists():
-        raise CheckpointError(f"{str(out)!r} already holds a training run; pass --resume to "
-                              "continue it, or choose another --out")
+    state = _open_run(args, out)
     if args.amp and device.type == "cpu" and rank == 0 and not args.json:
         print("note: --amp on a CPU trains in bfloat16 autocast (quantizers stay float32)")
-    spec = run["data"] if args.resume else args.data
-    for turn in range(2 if size > 1 else 1):  # rank 0 unpacks archives before the others read them
-        if (rank == 0) == (turn == 0):
-            train_set = _load(spec, args, "train", args.train_limit)
-            test_set = _load(spec, args, args.split, args.limit)
-        if size > 1:
-            dist.barrier()
-    if args.resume:
-        model = create_model(run["model"], **run["model_kwargs"])
-        mean, std = torch.tensor(run["mean"]), torch.tensor(run["std"])
-        method = run.get("method", "progressive")
-    else:
-        mean, std = train_set.channel_stats()
-        torch.manual_seed(args.seed)
-        model, method, info = _new_model(args, train_set, mean, std)
-        run = {"model": model.model_name, "model_kwargs": model.model_kwargs, "data": args.data,
-               "mean": mean.tolist(), "std": std.tolist(), "method": method, **info,
-               **provenance(device)}
+    train_set, test_set = _load_splits(state["run"]["data"] if state else args.data, args, rank, size)
+    model, run = _build_or_restore(args, state, train_set, device)
+    mean, std, method = torch.tensor(run["mean"]), torch.tensor(run["std"]), run["method"]
     model.to(device)
     x_train = normalize(train_set.images, mean, std)
     x_test = normalize(test_set.images, mean, std)
     net = model
     if size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     trainer = Trainer(net, x_train, train_set.labels, cfg, device=device,
                       compile=getattr(args, "compile", False))
-    if args.resume:
+    if state:
         trainer.load_state_dict(state["trainer"])
     writer = _tensorboard(out, rank == 0 and args.tensorboard, trainer.step)
-    start = time.perf_counter()
-    # wall-clock seconds of the whole run, resumed sittings added up
-    before = trainer.history[-1].get("seconds") or 0.0 if trainer.history else 0.0
-
-    def on_epoch_end(t: Trainer, record: dict) -> None:
-        record["test_accuracy"] = t.evaluate(x_test, test_set.labels)
-        record["seconds"] = before + time.perf_counter() - start
-        if rank == 0:
-            _save(t, record, run, out, cfg, writer)
-            if not args.json:
-                p = "" if record["p"] is None else f", p {record['p']:.2f}"
-                print(f"epoch {t.epoch}/{cfg.epochs}: loss {record['loss']:.4f}, train "
-                      f"{record['train_accuracy']:.4f}, test {record['test_accuracy']:.4f}{p}", flush=True)
-        if size > 1:
-            dist.barrier()  # no rank runs ahead of the files of this epoch
-
-    history = trainer.fit(progress=not args.json, on_epoch_end=on_epoch_end)
+    logger = _EpochLogger(args, cfg, run, out, writer, x_test, test_set.labels, rank, size,
+                          trainer.history)
+    history = trainer.fit(progress=not args.json, on_epoch_end=logger)
     if writer is not None:
         writer.close()
     report = {"model": run["model"], "model_kwargs": run["model_kwargs"], "data": run["data"],
               "method": method, "seed": cfg.seed, "epochs": cfg.epochs, "processes": size,
               "device": str(device), "last_epoch": history[-1] if history else None,
-              "checkpoint": str(out / "last.safetensors"), "state": str(state_path),
+              "checkpoint": str(out / "last.safetensors"), "state": str(out / STATE),
               "metrics": str(out / "metrics.csv"),
               "tensorboard": str(out / "tensorboard") if writer is not None else None}
     if "finetuned_from" in run:
         report["finetuned_from"] = run["finetuned_from"]
     if rank != 0:
         return None
-    final = trainer.final_model.cpu()
-    batches = [(x_test[i:i + 128], test_set.labels[i:i + 128]) for i in range(0, len(test_set), 128)]
+    return _final_report(report, trainer.final_model.cpu(), method, x_test, test_set.labels)
+
+
+def _open_run(args, out: Path) -> dict | None:
+    """The saved state of the run to resume (``--resume``), or None for a new run in a folder
+    that holds none."""
+    state_path = out / STATE
+    if args.resume:
+        if not state_path.is_file():
+            raise CheckpointError(f"nothing to resume: {str(state_path)!r} does not exist")
+        return _read_state(state_path)
+    if state_path.exists():
+        raise CheckpointError(f"{str(out)!r} already holds a training run; pass --resume to "
+                              "continue it, or choose another --out")
+    return None
+
+
+def _load_splits(spec: str, args, rank: int, size: int):
+    """The training and test splits; rank 0 unpacks archives before the other ranks read them."""
+    for turn in range(2 if size > 1 else 1):
+        if (rank == 0) == (turn == 0):
+            train_set = _load(spec, args, "train", args.train_limit)
+            test_set = _load(spec, args, args.split, args.limit)
+        if size > 1:
+            dist.barrier()
+    return train_set, test_set
+
+
+def _build_or_restore(args, state: dict | None, train_set, device: torch.device):
+    """The model (rebuilt from the saved run, or new: seeded, calibrated) and the run's record:
+    how it was built and normalised, its method and provenance."""
+    if state:
+        run = state["run"]
+        run.setdefault("method", "progressive")
+        return create_model(run["model"], **run["model_kwargs"]), run
+    mean, std = train_set.channel_stats()
+    torch.manual_seed(args.seed)
+    model, method, info = _new_model(args, train_set, mean, std)
+    run = {"model": model.model_name, "model_kwargs": model.model_kwargs, "data": args.data,
+           "mean": mean.tolist(), "std": std.tolist(), "method": method, **info,
+           **provenance(device)}
+    return model, run
+
+
+class _EpochLogger:
+    """What happens after each epoch: test accuracy and wall-clock (resumed sittings added up)
+    into the record; on rank 0 the files of the epoch and a line of progress."""
+
+    def __init__(self, args, cfg: TrainConfig, run: dict, out: Path, writer, x_test, y_test,
+                 rank: int, size: int, history: list) -> None:
+        self.args, self.cfg, self.run, self.out, self.writer = args, cfg, run, out, writer
+        self.x_test, self.y_test, self.rank, self.size = x_test, y_test, rank, size
+        self.start = time.perf_counter()
+        self.before = (history[-1].get("seconds") or 0.0) if history else 0.0
+
+    def __call__(self, t: Trainer, record: dict) -> None:
+        record["test_accuracy"] = t.evaluate(self.x_test, self.y_test)
+        record["seconds"] = self.before + time.perf_counter() - self.start
+        if self.rank == 0:
+            _save(t, record, self.run, self.out, self.cfg, self.writer)
+            if not self.args.json:
+                p = "" if record["p"] is None else f", p {record['p']:.2f}"
+                print(f"epoch {t.epoch}/{self.cfg.epochs}: loss {record['loss']:.4f}, train "
+                      f"{record['train_accuracy']:.4f}, test {record['test_accuracy']:.4f}{p}",
+                      flush=True)
+        if self.size > 1:
+            dist.barrier()  # no rank runs ahead of the files of this epoch
+
+
+def _final_report(report: dict, final: torch.nn.Module, method: str, x_test, y_test) -> dict:
+    """The last epoch's network scored on the test split: STBP as it is, QCFS in ANN mode
+    (vanilla IF is not exact by design), ExpG converted and verified."""
     if method == "stbp":  # the trained network is the spiking network: nothing to convert
-        acc = accuracy(final, x_test, test_set.labels)
+        acc = accuracy(final, x_test, y_test)
         return {**report, "ann_accuracy": None, "snn_accuracy": acc, "exact": None}
-    if method_of(final) == "qcfs":  # vanilla IF neurons: not exact by design
-        return {**report, "ann_accuracy": accuracy(final, x_test, test_set.labels), "snn_accuracy": None,
+    if method_of(final) == "qcfs":
+        return {**report, "ann_accuracy": accuracy(final, x_test, y_test), "snn_accuracy": None,
                 "exact": None, "note": "QCFS models convert to vanilla IF neurons, whose error shrinks "
                                        "with T only: see benchmarks/vanilla_if.py"}
+    batches = [(x_test[i:i + 128], y_test[i:i + 128]) for i in range(0, len(y_test), 128)]
     check = verify(final, batches, step_mode="collapsed")
     return {**report, "ann_accuracy": check.get("ann_accuracy"), "snn_accuracy": check.get("snn_accuracy"),
             "exact": is_exact(check), "exactness_failures": check["exactness_failures"]}

@@ -27,6 +27,7 @@ from torch import nn
 
 from .._checks import whole_number
 from .._faults import fault_point
+from .._files import progress as _progress
 from ..core.quantizers import quantizers, set_mixing
 from ..data.augment import augment
 from ..errors import ConfigError
@@ -200,6 +201,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.ema = ModelEma(self.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.quantized = any(True for _ in quantizers(self.net))
+        # the learned clips, kept positive after each step
+        self._lambdas = [q.lam for _, q in quantizers(self.net) if isinstance(q.lam, nn.Parameter)]
         n = images.shape[0]
         self.steps_per_epoch = math.ceil(n / cfg.batch_size)
         self.total = cfg.epochs * self.steps_per_epoch
@@ -261,10 +264,42 @@ class Trainer:
             x, target, y = (t[self.rank::self.world] for t in (x, target, y))
         return x, target, y
 
+    def _train_step(self, x: torch.Tensor, target: torch.Tensor, p: float, size: int):
+        """One optimizer step on a batch of ``size`` images at mixing fraction ``p``: the logits,
+        the per-image losses and the loss that was back-propagated."""
+        cfg, opt = self.cfg, self.opt
+        set_mixing(self.net, p)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(self.step, self.total, self.warmup, cfg.lr, cfg.schedule)
+        with _autocast(self.device, cfg.amp):
+            out = self.model(x)
+        out = out.float()
+        if target.dim() == 1:
+            losses = nn.functional.cross_entropy(out, target, reduction="none",
+                                                 label_smoothing=cfg.label_smoothing)
+        else:  # soft targets of mixup / cutmix, smoothing already in them
+            losses = -(target * torch.log_softmax(out, 1)).sum(1)
+        # sum over this rank's slice / global batch size x world: DDP's gradient average is
+        # then the global batch's mean gradient; with one process it is the plain mean
+        loss = losses.sum() * (self.world / size)
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        self.scaler.step(opt)
+        self.scaler.update()
+        with torch.no_grad():
+            for lam in self._lambdas:
+                lam.clamp_(min=1e-3)  # lambda stays positive
+        if self.ema is not None:
+            self.ema.update(self.net, self.step)
+        return out, losses, loss
+
     def run_epoch(self, bar=None) -> dict:
-        model, cfg, opt = self.model, self.cfg, self.opt
+        cfg = self.cfg
         n = self.images.shape[0]
-        model.train()
+        self.model.train()
         order = torch.randperm(n, generator=self.gen)
         # running sums stay on the device: a step never waits for it; the host looks only every
         # SYNC_EVERY steps (progress bar, non-finite loss) and at the end of the epoch
@@ -275,33 +310,7 @@ class Trainer:
             idx = order[i:i + cfg.batch_size]
             x, target, y = self._batch(idx)
             p = mixing_fraction(self.step, self.total, cfg.ramp_end)
-            set_mixing(self.net, p)
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(self.step, self.total, self.warmup, cfg.lr, cfg.schedule)
-            with _autocast(self.device, cfg.amp):
-                out = model(x)
-            out = out.float()
-            if target.dim() == 1:
-                losses = nn.functional.cross_entropy(out, target, reduction="none",
-                                                     label_smoothing=cfg.label_smoothing)
-            else:  # soft targets of mixup / cutmix, smoothing already in them
-                losses = -(target * torch.log_softmax(out, 1)).sum(1)
-            # sum over this rank's slice / global batch size x world: DDP's gradient average is
-            # then the global batch's mean gradient; with one process it is the plain mean
-            loss = losses.sum() * (self.world / len(idx))
-            opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                self.scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
-            self.scaler.step(opt)
-            self.scaler.update()
-            with torch.no_grad():
-                for q in self.net.modules():
-                    if hasattr(q, "lam") and isinstance(q.lam, nn.Parameter):
-                        q.lam.clamp_(min=1e-3)  # lambda stays positive
-            if self.ema is not None:
-                self.ema.update(self.net, self.step)
+            out, losses, loss = self._train_step(x, target, p, len(idx))
             with torch.no_grad():
                 finite &= torch.isfinite(loss)
                 loss_sum += losses.detach().sum()
@@ -344,7 +353,8 @@ class Trainer:
 
     def fit(self, progress: bool = True, on_epoch_end=None) -> list[dict]:
         """Train the remaining epochs; ``on_epoch_end(trainer, record)`` after each one."""
-        bar = _bar(self.total, progress and self.rank == 0)
+        bar = _progress(None, "train", progress and self.rank == 0, total=self.total, unit="step",
+                        disable=None, mininterval=0.5)
         if bar is not None:
             bar.update(self.step)
         while self.epoch < self.cfg.epochs:
@@ -370,16 +380,6 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Tra
     """Train ``model`` on normalised ``images`` / ``labels`` in place; return per-epoch metrics."""
     trainer = Trainer(model, images, labels, cfg)
     return trainer.fit(progress, None if log is None else (lambda t, record: log(record)))
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=total, desc="train", unit="step", leave=False, disable=None, mininterval=0.5)
 
 
 @torch.no_grad()

@@ -1,0 +1,148 @@
+"""What the commands share in their arguments: the argument types, the parser class (one-line
+errors) and the option groups several commands declare. Choices come from the library's own
+constants, so a new form, step mode or preset reaches the command line by itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from .._checks import DTYPES
+from ..analysis.energy import PRESETS
+from ..conversion.converter import ATTENTION_PRODUCTS, ENCODINGS
+from ..core.neurons import FORMS, STEP_MODES
+
+
+def _int_type(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_type(1)
+_non_negative_int = _int_type(0)
+
+
+def _number_type(accept, what: str):
+    """An argparse type: a finite float for which ``accept(value)`` holds, else ``what``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _model_arg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a keyword name, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+_positive_float = _number_type(lambda v: v > 0, "a positive number")
+_non_negative_float = _number_type(lambda v: v >= 0, "a number >= 0")
+_unit_interval = _number_type(lambda v: 0 <= v < 1, "a number in [0, 1)")
+_percentile = _number_type(lambda v: 0 < v <= 100, "a percentile in (0, 100]")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on standard error (exit 2), with a pointer to --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def add_time_steps(p, default: int | None = None, help: str | None = None) -> None:
+    """``--T``: the time steps of the spiking network."""
+    p.add_argument("--T", type=_positive_int, default=default, help=help)
+
+
+def add_groups(p, default: int | None = None, help: str | None = None) -> None:
+    """``--groups``/``-G``: the temporal groups G of ExpG models."""
+    p.add_argument("--groups", "-G", type=_positive_int, default=default, help=help)
+
+
+def add_form(p, help: str | None) -> None:
+    p.add_argument("--form", choices=FORMS, default="search", help=help)
+
+
+def add_step_mode(p, help: str | None = None) -> None:
+    p.add_argument("--step-mode", choices=STEP_MODES, default="event", help=help)
+
+
+def add_dtype(p, help: str) -> None:
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float64", help=help)
+
+
+def add_encoding(p, help: str) -> None:
+    p.add_argument("--encoding", choices=ENCODINGS, default=None, help=help)
+
+
+def add_attention_products(p, help: str | None = None) -> None:
+    p.add_argument("--attention-products", choices=ATTENTION_PRODUCTS, default="codes", help=help)
+
+
+def add_preset(p, help: str) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), default="45nm-fp32", help=help)
+
+
+def add_json(p, help: str | None = None) -> None:
+    p.add_argument("--json", action="store_true", help=help)
+
+
+def add_data_args(p, split: str = "test", limit: int | None = None) -> None:
+    """``--data``, ``--split``, ``--limit`` and ``--data-dir``."""
+    p.add_argument("--data", default="digits",
+                   help="'digits' (scikit-learn's bundled 8x8 digits), an ImageFolder directory, "
+                        "a directory with train/ and test/ ImageFolders, or a .tar.gz of either "
+                        "(default: digits)")
+    p.add_argument("--split", default=split, help=f"split to use (default: {split})")
+    p.add_argument("--limit", type=_positive_int, default=limit,
+                   help="use this many images, balanced over classes (default: all)")
+    p.add_argument("--data-dir", default=None,
+                   help="cache folder for extracted archives (default: $GE2MST_CACHE or "
+                        "~/.cache/ge2mst)")
+
+
+def add_model_args(p, default_model: str = "ge2mst_cnn_tiny") -> None:
+    """``--model``, ``--checkpoint``, ``--pretrained``, ``--T`` and ``--groups`` of a run."""
+    p.add_argument("--model", default=None, help="registered model (default: the checkpoint's "
+                   f"model, else {default_model})")
+    p.set_defaults(default_model=default_model)
+    p.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint of the model")
+    p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="PATH",
+                   help="the weights shipped with ge2mst for --model (alone), or a checkpoint "
+                        "or run folder (see create_model(..., pretrained=...))")
+    add_time_steps(p, help="time steps (default: 4, or the checkpoint's)")
+    add_groups(p, help="temporal groups G, dividing T (default: 2, or the checkpoint's)")
+
+
+def add_run_args(p, limit: int | None = 512) -> None:
+    """Model, data and calibration options shared by the commands that run a model on images."""
+    add_model_args(p)
+    add_data_args(p, limit=limit)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--calib-images", type=_positive_int, default=256,
+                   help="images used to calibrate lambda when no checkpoint is given")
+    p.add_argument("--percentile", type=_percentile, default=99.9,
+                   help="calibration percentile of the pre-activations (default: 99.9)")
+    p.add_argument("--seed", type=int, default=0)

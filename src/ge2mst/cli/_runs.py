@@ -1,0 +1,120 @@
+"""What the commands that run a model on images share: the model of ``--model``/``--checkpoint``,
+the data, the normalised batches, calibration when no weights are given, and the plain table."""
+
+from __future__ import annotations
+
+import torch
+
+from ..conversion.kinds import is_stbp
+from ..errors import ConfigError
+
+
+def load_model_for(args, data) -> tuple[torch.nn.Module, dict]:
+    """The model of ``--model``/``--checkpoint`` (T and G overridden when given) and its config."""
+    from ..io.checkpoint import load_checkpoint
+    from ..models import create_model, model_kwargs_for
+
+    override = {}
+    if args.T is not None:
+        override["T"] = args.T
+    if args.groups is not None:
+        override["G"] = args.groups
+    if args.checkpoint and getattr(args, "pretrained", None) is not None:
+        raise ConfigError("give --checkpoint or --pretrained, not both")
+    if args.checkpoint:
+        model, config = load_checkpoint(args.checkpoint, model_name=args.model, **override)
+        args.model = config["model"]
+        return model, config
+    args.model = args.model or args.default_model
+    if getattr(args, "pretrained", None) is not None:
+        model = create_model(args.model, pretrained=args.pretrained, **override)
+        return model, model.pretrained_cfg
+    kwargs = model_kwargs_for(args.model, num_classes=data.num_classes, in_chans=data.in_chans,
+                              img_size=data.image_size[0], T=args.T, G=args.groups)
+    return create_model(args.model, **kwargs), {}
+
+
+def _load_run_data(args):
+    """The ``--data`` split of a run, after seeding torch with ``--seed``."""
+    from ..data import load_dataset
+
+    torch.manual_seed(args.seed)
+    return load_dataset(args.data, split=args.split, limit=args.limit, seed=args.seed,
+                        cache_dir=args.data_dir, progress=not args.json)
+
+
+def _normalized_batches(args, data, stats: dict) -> list:
+    """``--batch-size`` batches of ``data``, normalised with the ``mean``/``std`` that ``stats``
+    (a checkpoint's config, a converted network's description) records, else the data's own."""
+    from ..data import normalize
+
+    if "mean" in stats and "std" in stats:
+        mean, std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
+    else:
+        mean, std = data.channel_stats()
+    return [(normalize(x, mean, std), y) for x, y in data.batches(args.batch_size)]
+
+
+def batch_images(batches: list) -> list[torch.Tensor]:
+    """The images of (images, labels) batches."""
+    return [x for x, _ in batches]
+
+
+def _first_images(batches: list, count: int) -> list[torch.Tensor]:
+    """The first ``count`` images of ``batches``, batch by batch."""
+    out, left = [], count
+    for x, _ in batches:
+        if left <= 0:
+            break
+        out.append(x[:left])
+        left -= x.shape[0]
+    return out
+
+
+def prepare_run(args):
+    """Data, model (checkpoint, or built and calibrated on the images) and normalised batches."""
+    from ..conversion.calibration import calibrate
+
+    data = _load_run_data(args)
+    model, config = load_model_for(args, data)
+    batches = _normalized_batches(args, data, config)
+    # an STBP baseline has no quantizer: untrained, it runs with its initial weights
+    pretrained = getattr(args, "pretrained", None)
+    calibrated = not args.checkpoint and pretrained is None and not is_stbp(model)
+    if calibrated:
+        calibrate(model, _first_images(batches, args.calib_images), percentile=args.percentile,
+                  seed=args.seed)
+    header = {"model": args.model, "checkpoint": args.checkpoint, "data": args.data,
+              "split": args.split, "calibrated": calibrated, "seed": args.seed}
+    if pretrained is not None:
+        header["pretrained"] = "shipped" if pretrained is True else str(pretrained)
+        header["pretrained_sha256"] = model.pretrained_cfg["sha256"]
+    return model, batches, header
+
+
+def prepare_spiking(args):
+    """Data and batches for a spiking network written by ``ge2mst convert``."""
+    from ..errors import CheckpointError
+    from ..io.spiking import load_spiking
+
+    if args.T is not None or args.groups is not None:
+        raise ConfigError(f"{args.checkpoint!r} is a converted spiking network: T and G were fixed "
+                          "by 'ge2mst convert'; convert the trained checkpoint again with --T/--groups")
+    snn = load_spiking(args.checkpoint)
+    name = snn.description["model"]
+    if args.model is not None and args.model != name:
+        raise CheckpointError(f"spiking network {args.checkpoint!r} holds model {name!r}, "
+                              f"not {args.model!r}")
+    data = _load_run_data(args)
+    batches = _normalized_batches(args, data, snn.description)
+    header = {"model": name, "checkpoint": args.checkpoint, "data": args.data,
+              "split": args.split, "calibrated": False, "seed": args.seed}
+    return snn, batches, header
+
+
+def _print_table(report: dict) -> None:
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        print(f"{key:<{width}}  {value}")

@@ -1,0 +1,57 @@
+"""``ge2mst eval``: top-1/top-5 accuracy, images/s and energy of a checkpoint's ANN and of its
+spiking network (or of a spiking network written by ``ge2mst convert``)."""
+
+from __future__ import annotations
+
+import json
+
+from ..analysis.evaluation import MODES
+from . import _args
+from ._runs import prepare_run, prepare_spiking
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="top-1/top-5 accuracy, images/s and energy of a "
+                                           "checkpoint's ANN and of its spiking network")
+    _args.add_run_args(p, limit=None)
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="run the trained network (ann), its converted spiking network (snn) or "
+                        "both and compare them (default: both; snn for a 'ge2mst convert' file)")
+    _args.add_form(p, help="ExpG-IF firing form of the conversion")
+    _args.add_encoding(p, help="image as the input current of step 1 (once) or x / T at every "
+                               "step (repeat); default: repeat for QCFS models, else once")
+    _args.add_dtype(p, help="arithmetic of both modes (float64: the exact comparison)")
+    _args.add_step_mode(p, help="spiking network layer by layer over T steps of spike trains "
+                                "(event), or with the synapses summed over time in one pass "
+                                "(collapsed: same spikes and outputs; ExpG models only)")
+    _args.add_preset(p, help="energy per accumulate / per MAC (default: 45nm-fp32)")
+    p.add_argument("--no-energy", dest="energy", action="store_false",
+                   help="skip the operation and energy counts (a second pass of the SNN)")
+    _args.add_json(p, help="print one JSON object")
+    p.add_argument("--out", default=None, help="also write the JSON report to this file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..analysis.evaluation import evaluate, format_report
+    from ..io.spiking import is_spiking_file
+
+    if args.checkpoint and is_spiking_file(args.checkpoint):
+        model, batches, header = prepare_spiking(args)
+        mode = args.mode or "snn"
+    else:
+        model, batches, header = prepare_run(args)
+        mode = args.mode or "both"
+    report = evaluate(model, batches, mode=mode, form=args.form, encoding=args.encoding,
+                      dtype=args.dtype, preset=args.preset, energy=args.energy,
+                      step_mode=args.step_mode)
+    report = {**header, **report}
+    if args.out:
+        from ..io.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0

@@ -1,0 +1,122 @@
+"""``ge2mst train``: train in a folder, safe to kill and to resume (``--resume``): progressive
+ExpG training, or STBP for the baselines (`ge2mst.training.run.run_training`)."""
+
+from __future__ import annotations
+
+import json
+
+from ..conversion.kinds import TRAINING_METHODS
+from ..training.trainer import SCHEDULES
+from . import _args
+
+#: ``--hflip``: no flips, a random flip per image, or each image flipped every other epoch
+HFLIPS = ("off", "random", "alternate")
+#: ``--device``: a GPU when there is one, else the CPU; or the one named
+DEVICES = ("auto", "cpu", "cuda")
+#: the argument groups of ``ge2mst train --help``, in order
+GROUPS = ("data", "model", "optimisation", "augmentation", "run")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train in a folder, safe to kill and to resume "
+                                            "(--resume): progressive ExpG training, or STBP for "
+                                            "the baselines")
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
+    # declared in the order of the usage line; each option in its group
+    _add_data_and_model(groups)
+    _add_optimisation(groups)
+    _add_run(groups)
+    p.set_defaults(func=run)
+
+
+def _add_data_and_model(g: dict) -> None:
+    _args.add_data_args(g["data"], limit=None)
+    g["data"].add_argument("--frames", type=_args._positive_int, default=None,
+                           help="event data: time frames per sample (stacked as 2 x frames "
+                                "channels)")
+    g["data"].add_argument("--event-size", type=_args._positive_int, default=None,
+                           help="event data: average-pool each frame to this side (e.g. 48; "
+                                "default: the sensor's 128)")
+    model = g["model"]
+    model.add_argument("--model", default=None, help="registered model (default: "
+                       "ge2mst_cnn_tiny, or the --finetune checkpoint's)")
+    model.add_argument("--method", choices=TRAINING_METHODS, default=None,
+                       help="progressive (ExpG models) or stbp (spiking baselines); default: the "
+                            "model's")
+    model.add_argument("--finetune", default=None, metavar="CHECKPOINT",
+                       help="start from these weights with a new head (and an input adapter "
+                            "when the data have other channels, e.g. event frames)")
+    model.add_argument("--width", type=_args._positive_int, default=None,
+                       help="base width (model default)")
+    model.add_argument("--model-arg", dest="model_args", type=_args._model_arg, action="append",
+                       default=[], metavar="KEY=VALUE",
+                       help="another keyword of the model's builder, e.g. quantizer=qcfs or "
+                            "attention=a2os2a (VALUE read as JSON when it parses); repeatable")
+    _args.add_time_steps(model, help="time steps (default: 4, or the --finetune checkpoint's)")
+    _args.add_groups(model, help="temporal groups G dividing T (default: 2, or the checkpoint's)")
+
+
+def _add_optimisation(g: dict) -> None:
+    opt, aug = g["optimisation"], g["augmentation"]
+    opt.add_argument("--epochs", type=_args._positive_int, default=30)
+    opt.add_argument("--batch-size", type=_args._positive_int, default=64,
+                     help="global batch size (shared by the processes under torchrun)")
+    opt.add_argument("--lr", type=_args._positive_float, default=3e-3)
+    opt.add_argument("--weight-decay", type=_args._non_negative_float, default=5e-4)
+    opt.add_argument("--warmup-epochs", type=_args._non_negative_float, default=1.0)
+    opt.add_argument("--label-smoothing", type=_args._non_negative_float, default=0.1)
+    opt.add_argument("--grad-clip", type=_args._non_negative_float, default=5.0)
+    opt.add_argument("--ramp-end", type=_args._positive_float, default=0.7,
+                     help="fraction of training at which ClipReLU has become ExpG (p = 1)")
+    aug.add_argument("--crop-padding", type=_args._non_negative_int, default=1)
+    aug.add_argument("--hflip", nargs="?", const="random", default="off", choices=HFLIPS,
+                     help="horizontal flips: random per image (--hflip alone), or alternate: each "
+                          "image flipped in every other epoch (default: off)")
+    opt.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                     help="learning-rate decay to 0 after the warm-up (default: cosine)")
+    aug.add_argument("--mixup", type=_args._non_negative_float, default=0.0, metavar="ALPHA",
+                     help="mixup with Beta(ALPHA, ALPHA) mixing (default: off)")
+    aug.add_argument("--cutmix", type=_args._non_negative_float, default=0.0, metavar="ALPHA",
+                     help="cutmix with Beta(ALPHA, ALPHA) areas (default: off; with --mixup, one "
+                          "of the two per batch)")
+    opt.add_argument("--ema-decay", type=_args._unit_interval, default=0.0,
+                     help="keep a moving average of the weights with this decay (e.g. 0.999) and "
+                          "export it (default: off)")
+
+
+def _add_run(g: dict) -> None:
+    run_group = g["run"]
+    run_group.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 "
+                           "autocast; float16 with loss scaling on GPUs without bfloat16)")
+    run_group.add_argument("--compile", action="store_true",
+                           help="torch.compile the training forward and backward (the first "
+                                "steps compile for a minute or two; needs a C++ compiler on a CPU)")
+    run_group.add_argument("--device", choices=DEVICES, default="auto")
+    run_group.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                           help="do not write TensorBoard logs (written when tensorboard is "
+                                "installed)")
+    g["data"].add_argument("--train-limit", type=_args._positive_int, default=None)
+    run_group.add_argument("--seed", type=int, default=0)
+    run_group.add_argument("--out", default="runs/train",
+                           help="folder of the run (default: runs/train)")
+    run_group.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _args.add_json(run_group)
+
+
+def run(args) -> int:
+    from ..training.run import run_training
+
+    report = run_training(args)
+    if report is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif report["method"] == "stbp":
+        print(f"last epoch: {report['last_epoch']}")
+        print(f"test accuracy (spiking network) {report['snn_accuracy']}; weights "
+              f"{report['checkpoint']}")
+    else:
+        print(f"last epoch: {report['last_epoch']}")
+        print(f"test accuracy ANN {report['ann_accuracy']}, SNN {report['snn_accuracy']}, "
+              f"exact {report['exact']}; weights {report['checkpoint']}")
+    return 1 if report["exact"] is False else 0
