@@ -64,8 +64,29 @@ _unit_interval = _number_type(lambda v: 0 <= v < 1, "a number in [0, 1)")
 _percentile = _number_type(lambda v: 0 < v <= 100, "a percentile in (0, 100]")
 
 
+def _no_default(value) -> bool:
+    """True for the defaults help does not show: None, flags and empty lists (0 is shown)."""
+    return any(value is v for v in (None, False, True, argparse.SUPPRESS)) or value == []
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already names one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = not _no_default(action.default)
+        if shown and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """Bad arguments are one line on standard error (exit 2), with a pointer to --help."""
+    """Bad arguments are one line on standard error (exit 2), with a pointer to --help; help
+    texts show each option's default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -86,7 +107,9 @@ def add_form(p, help: str | None) -> None:
 
 
 def add_step_mode(p, help: str | None = None) -> None:
-    p.add_argument("--step-mode", choices=STEP_MODES, default="event", help=help)
+    p.add_argument("--step-mode", choices=STEP_MODES, default="event",
+                   help=help or "event: layer by layer over T steps of spike trains; collapsed: "
+                                "synapses summed over time in one pass (the same outputs)")
 
 
 def add_dtype(p, help: str) -> None:
@@ -98,7 +121,9 @@ def add_encoding(p, help: str) -> None:
 
 
 def add_attention_products(p, help: str | None = None) -> None:
-    p.add_argument("--attention-products", choices=ATTENTION_PRODUCTS, default="codes", help=help)
+    p.add_argument("--attention-products", choices=ATTENTION_PRODUCTS, default="codes",
+                   help=help or "spiking attention products from the integer codes, or from the "
+                                "spike trains themselves (the event-level form)")
 
 
 def add_preset(p, help: str) -> None:
@@ -106,18 +131,28 @@ def add_preset(p, help: str) -> None:
 
 
 def add_json(p, help: str | None = None) -> None:
-    p.add_argument("--json", action="store_true", help=help)
+    p.add_argument("--json", action="store_true",
+                   help=help or "print one JSON object instead of the text report")
 
 
-def add_data_args(p, split: str = "test", limit: int | None = None) -> None:
-    """``--data``, ``--split``, ``--limit`` and ``--data-dir``."""
+def add_data_args(p, split: str = "test", limit: int | None = None,
+                  held_out: bool = False) -> None:
+    """``--data``, ``--split``, ``--limit`` and ``--data-dir``; ``held_out``: the split and limit
+    are those of the images scored while training (``--limit`` also spelt ``--test-limit``)."""
     p.add_argument("--data", default="digits",
                    help="'digits' (scikit-learn's bundled 8x8 digits), an ImageFolder directory, "
                         "a directory with train/ and test/ ImageFolders, or a .tar.gz of either "
                         "(default: digits)")
-    p.add_argument("--split", default=split, help=f"split to use (default: {split})")
-    p.add_argument("--limit", type=_positive_int, default=limit,
-                   help="use this many images, balanced over classes (default: all)")
+    if held_out:
+        p.add_argument("--split", default=split, help="the held-out split, scored after each "
+                       f"epoch and at the end (default: {split})")
+        p.add_argument("--limit", "--test-limit", dest="limit", type=_positive_int, default=limit,
+                       help="score this many held-out images, balanced over classes (default: "
+                            "all; the training images: --train-limit)")
+    else:
+        p.add_argument("--split", default=split, help=f"split to use (default: {split})")
+        p.add_argument("--limit", type=_positive_int, default=limit,
+                       help="use this many images, balanced over classes (default: all)")
     p.add_argument("--data-dir", default=None,
                    help="cache folder for extracted archives (default: $GE2MST_CACHE or "
                         "~/.cache/ge2mst)")
@@ -140,9 +175,10 @@ def add_run_args(p, limit: int | None = 512) -> None:
     """Model, data and calibration options shared by the commands that run a model on images."""
     add_model_args(p)
     add_data_args(p, limit=limit)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per batch")
     p.add_argument("--calib-images", type=_positive_int, default=256,
                    help="images used to calibrate lambda when no checkpoint is given")
     p.add_argument("--percentile", type=_percentile, default=99.9,
                    help="calibration percentile of the pre-activations (default: 99.9)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the data subset, the weights of an untrained model and samples")

@@ -20,7 +20,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--settings", nargs="*", default=["1:1", "2:1", "2:2", "4:1", "4:2", "4:4",
                                                      "8:2", "8:4"],
                    help="T:G pairs of the error curve (default: 1:1 2:1 2:2 4:1 4:2 4:4 8:2 8:4)")
-    p.add_argument("--curve-images", type=_args._positive_int, default=128)
+    p.add_argument("--curve-images", type=_args._positive_int, default=128,
+                   help="images of the error-against-(T, G) curve")
     p.add_argument("--target-epsilon", type=float, default=0.05,
                    help="error target of the time-step advice (default: 0.05)")
     p.add_argument("--plot", default=None, help="write a PNG")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("list-models", help="list the registered models")
-    p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("pattern", nargs="?", default="*",
+                   help="shell-style pattern of the names, e.g. 'ge2mst_cifar_*' (default: all)")
     p.set_defaults(func=run)
 
 

@@ -18,16 +18,16 @@ def add_parser(subparsers) -> None:
                               "it and report its energy (the embedded default runs in minutes on "
                               "a CPU)")
     _args.add_data_args(p)
-    p.add_argument("--model", default="ge2mst_cnn_tiny")
+    p.add_argument("--model", default="ge2mst_cnn_tiny", help="registered model (ge2mst list-models)")
     p.add_argument("--width", type=_args._positive_int, default=16, help="base channel width")
-    _args.add_time_steps(p, default=4)
-    _args.add_groups(p, default=2)
-    p.add_argument("--epochs", type=_args._positive_int, default=30)
-    p.add_argument("--batch-size", type=_args._positive_int, default=64)
-    p.add_argument("--lr", type=_args._positive_float, default=3e-3)
+    _args.add_time_steps(p, default=4, help="time steps of the spiking network")
+    _args.add_groups(p, default=2, help="temporal groups G, dividing T")
+    p.add_argument("--epochs", type=_args._positive_int, default=30, help="training epochs")
+    p.add_argument("--batch-size", type=_args._positive_int, default=64, help="images per batch")
+    p.add_argument("--lr", type=_args._positive_float, default=3e-3, help="peak AdamW learning rate")
     p.add_argument("--train-limit", type=_args._positive_int, default=None,
                    help="use this many training images (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data subset, weights and order")
     p.add_argument("--out", default="runs/quickstart",
                    help="folder for report.json, report.png and the checkpoint")
     _args.add_json(p, help="print the report as one JSON object")

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def _add_data_and_model(g: dict) -> None:
-    _args.add_data_args(g["data"], limit=None)
+    _args.add_data_args(g["data"], limit=None, held_out=True)
     g["data"].add_argument("--frames", type=_args._positive_int, default=None,
                            help="event data: time frames per sample (stacked as 2 x frames "
                                 "channels)")
@@ -58,17 +58,23 @@ def _add_data_and_model(g: dict) -> None:
 
 def _add_optimisation(g: dict) -> None:
     opt, aug = g["optimisation"], g["augmentation"]
-    opt.add_argument("--epochs", type=_args._positive_int, default=30)
+    opt.add_argument("--epochs", type=_args._positive_int, default=30, help="training epochs")
     opt.add_argument("--batch-size", type=_args._positive_int, default=64,
                      help="global batch size (shared by the processes under torchrun)")
-    opt.add_argument("--lr", type=_args._positive_float, default=3e-3)
-    opt.add_argument("--weight-decay", type=_args._non_negative_float, default=5e-4)
-    opt.add_argument("--warmup-epochs", type=_args._non_negative_float, default=1.0)
-    opt.add_argument("--label-smoothing", type=_args._non_negative_float, default=0.1)
-    opt.add_argument("--grad-clip", type=_args._non_negative_float, default=5.0)
+    opt.add_argument("--lr", type=_args._positive_float, default=3e-3,
+                     help="peak AdamW learning rate")
+    opt.add_argument("--weight-decay", type=_args._non_negative_float, default=5e-4,
+                     help="AdamW weight decay of the weights (not of lambda, BatchNorm or biases)")
+    opt.add_argument("--warmup-epochs", type=_args._non_negative_float, default=1.0,
+                     help="epochs of linear learning-rate warm-up (fractions allowed)")
+    opt.add_argument("--label-smoothing", type=_args._non_negative_float, default=0.1,
+                     help="label smoothing of the cross-entropy")
+    opt.add_argument("--grad-clip", type=_args._non_negative_float, default=5.0,
+                     help="clip the gradient norm to this (0: no clipping)")
     opt.add_argument("--ramp-end", type=_args._positive_float, default=0.7,
                      help="fraction of training at which ClipReLU has become ExpG (p = 1)")
-    aug.add_argument("--crop-padding", type=_args._non_negative_int, default=1)
+    aug.add_argument("--crop-padding", type=_args._non_negative_int, default=1,
+                     help="random crops of the image padded by this many pixels (0: no crops)")
     aug.add_argument("--hflip", nargs="?", const="random", default="off", choices=HFLIPS,
                      help="horizontal flips: random per image (--hflip alone), or alternate: each "
                           "image flipped in every other epoch (default: off)")
@@ -91,12 +97,16 @@ def _add_run(g: dict) -> None:
     run_group.add_argument("--compile", action="store_true",
                            help="torch.compile the training forward and backward (the first "
                                 "steps compile for a minute or two; needs a C++ compiler on a CPU)")
-    run_group.add_argument("--device", choices=DEVICES, default="auto")
+    run_group.add_argument("--device", choices=DEVICES, default="auto",
+                           help="auto: a CUDA GPU when torch sees one, else the CPU")
     run_group.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
                            help="do not write TensorBoard logs (written when tensorboard is "
                                 "installed)")
-    g["data"].add_argument("--train-limit", type=_args._positive_int, default=None)
-    run_group.add_argument("--seed", type=int, default=0)
+    g["data"].add_argument("--train-limit", type=_args._positive_int, default=None,
+                           help="train on this many images of the train split, balanced over "
+                                "classes (default: all)")
+    run_group.add_argument("--seed", type=int, default=0,
+                           help="seed of the data subsets, the weights and the batch order")
     run_group.add_argument("--out", default="runs/train",
                            help="folder of the run (default: runs/train)")
     run_group.add_argument("--resume", action="store_true", help="continue the run in --out")

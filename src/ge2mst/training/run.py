@@ -208,6 +208,11 @@ def _run(args, rank: int, size: int, device: torch.device) -> dict:
     if args.amp and device.type == "cpu" and rank == 0 and not args.json:
         print("note: --amp on a CPU trains in bfloat16 autocast (quantizers stay float32)")
     train_set, test_set = _load_splits(state["run"]["data"] if state else args.data, args, rank, size)
+    if rank == 0 and not args.json:  # what the run trains on, before any time is spent
+        print(f"train: {len(train_set):,} images of the train split"
+              f"{'' if args.train_limit else ' (all; --train-limit for fewer)'}; held out: "
+              f"{len(test_set):,} images of the {args.split} split"
+              f"{'' if args.limit else ' (all; --test-limit for fewer)'}", flush=True)
     model, run = _build_or_restore(args, state, train_set, device)
     mean, std, method = torch.tensor(run["mean"]), torch.tensor(run["std"]), run["method"]
     model.to(device)
