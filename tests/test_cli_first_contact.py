@@ -54,3 +54,39 @@ def test_train_says_how_many_images_each_split_uses(tmp_path, capsys):
     first = capsys.readouterr().out.splitlines()[0]
     assert rc == 0 and "(all; --train-limit for fewer)" in first
     assert "(all; --test-limit for fewer)" in first
+
+
+def test_the_readme_main_command_installs_what_the_quickstart_plots_with():
+    """The README promises report.png from its first command: that command must install the
+    extra that carries matplotlib."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    first = re.search(r"```bash\n(.*?)\n```", readme, re.S).group(1)
+    assert "ge2mst quickstart" in first and "report.png" in readme[:readme.index(first)]
+    extras = re.findall(r'-e "\.\[([a-z,]+)\]"', first)
+    assert extras, f"the main command installs no extra: {first}"
+    optional = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    wanted = {dep.split(">")[0] for extra in extras[0].split(",") for dep in optional[extra]}
+    assert "matplotlib" in wanted
+
+
+def test_quickstart_without_matplotlib_says_how_to_get_the_plot(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("no matplotlib here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    rc = main(["quickstart", "--epochs", "1", "--train-limit", "200", "--limit", "60",
+               "--out", str(tmp_path / "qs")])
+    out = capsys.readouterr().out
+    assert rc == 0 and not (tmp_path / "qs" / "report.png").exists()
+    assert "pip install matplotlib" in out

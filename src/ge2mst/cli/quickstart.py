@@ -10,7 +10,10 @@ import json
 from ..training.quickstart import run_quickstart
 from . import _args
 
-__all__ = ["add_parser", "run", "run_quickstart"]
+__all__ = ["NO_PLOT", "add_parser", "run", "run_quickstart"]
+
+#: what the summary says when matplotlib is missing
+NO_PLOT = "no report.png (matplotlib is not installed: pip install matplotlib, or -e \".[plot]\")"
 
 
 def add_parser(subparsers) -> None:
@@ -62,7 +65,7 @@ def _print_summary(report: dict) -> None:
           f"(SOP upper bound {e['sops_upper_bound']:,.0f})")
     print(f"energy/image     SNN {e['energy_mj'] * 1e3:.4f} uJ vs ANN {e['ann_energy_mj'] * 1e3:.4f} uJ "
           f"({e['preset']}: {e['energy_ratio']:.2f}x less)")
-    print(f"saved            {report['files']['report']}, {report['files'].get('plot', '(no plot)')}, "
+    print(f"saved            {report['files']['report']}, {report['files'].get('plot', NO_PLOT)}, "
           f"{report['files']['checkpoint']}")
     print("verdict          " + ("EXACT: the spiking network reproduces the ANN on every image"
                                  if report["exact"] else "NOT EXACT: see report.json"))
