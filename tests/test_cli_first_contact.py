@@ -90,3 +90,25 @@ def test_quickstart_without_matplotlib_says_how_to_get_the_plot(tmp_path, capsys
     out = capsys.readouterr().out
     assert rc == 0 and not (tmp_path / "qs" / "report.png").exists()
     assert "pip install matplotlib" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--data", "digits", "--out", "{blocked}/run"],
+    ["quickstart", "--out", "{blocked}/qs"],
+    ["convert", "{tmp}/missing.safetensors", "--out", "{blocked}/snn.safetensors"],
+    ["eval", "--model", "ge2mst_cnn_tiny", "--out", "{blocked}/eval.json"],
+    ["energy", "--model", "ge2mst_cnn_tiny", "--plot", "{blocked}/energy.png"],
+    ["energy", "--model", "ge2mst_cnn_tiny", "--markdown", "{tmp}"],
+    ["effdim", "--model", "ge2mst_cnn_tiny", "--plot", "{blocked}/effdim.png"],
+])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(argv, tmp_path, capsys):
+    """A file where a folder must go (or a folder where a file must go): one line, exit 2, at once
+    (nothing trained, no data read: the checkpoint above does not even exist)."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("in the way")
+    argv = [a.format(blocked=blocked, tmp=tmp_path) for a in argv]
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "cannot be written" in err and ("is a file, not a folder" in err or "is a folder" in err)
+    assert blocked.read_text() == "in the way"

@@ -11,12 +11,13 @@ line ``ge2mst: error: ...`` on standard error with exit status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 
 from .._version import __version__
 from ..errors import Ge2msError
 from . import convert, effdim, energy, evaluate, info, list_models, quickstart, train, verify
-from ._args import _Parser
+from ._args import _Parser, check_outputs
 from ._runs import load_model_for, prepare_run
 
 #: the command modules, in the order of ``ge2mst --help``
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_outputs(args, getattr(inspect.getmodule(args.func), "OUTPUTS", {}))
         return args.func(args)
     except Ge2msError as exc:
         print(f"ge2mst: error: {exc}", file=sys.stderr)

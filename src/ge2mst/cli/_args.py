@@ -7,11 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+from pathlib import Path
 
 from .._checks import DTYPES
 from ..analysis.energy import PRESETS
 from ..conversion.converter import ATTENTION_PRODUCTS, ENCODINGS
 from ..core.neurons import FORMS, STEP_MODES
+from ..errors import ConfigError
 
 
 def _int_type(minimum: int):
@@ -182,3 +185,34 @@ def add_run_args(p, limit: int | None = 512) -> None:
                    help="calibration percentile of the pre-activations (default: 99.9)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the data subset, the weights of an untrained model and samples")
+
+
+def _unwritable_folder(folder: Path) -> str | None:
+    """Why files cannot be made in ``folder`` (created when missing), or None."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{str(existing)!r} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{str(existing)!r} is not writable"
+    return None
+
+
+def check_outputs(args, outputs: dict[str, str]) -> None:
+    """Refuse, before any work, an output that cannot be written: ``outputs`` maps an argument
+    (``"out"``, ``"plot"``, ...) to ``"file"`` or ``"folder"``; unset arguments are skipped."""
+    for name, kind in outputs.items():
+        value = getattr(args, name, None)
+        if not value:
+            continue
+        path = Path(value)
+        if kind == "file" and path.is_dir():
+            why = f"{str(path)!r} is a folder"
+        elif kind == "file" and path.exists() and not os.access(path, os.W_OK):
+            why = f"{str(path)!r} is not writable"
+        else:
+            why = _unwritable_folder(path if kind == "folder" else path.parent)
+        if why:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {value!r} cannot be written: {why}")

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from . import _args
 
+#: the outputs of the command, checked before any work (`_args.check_outputs`)
+OUTPUTS = {"out": "file"}
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("convert", help="convert a trained checkpoint into its spiking "

@@ -9,6 +9,9 @@ from ..errors import ConfigError
 from . import _args
 from ._runs import batch_images, prepare_run
 
+#: the outputs of the command, checked before any work (`_args.check_outputs`)
+OUTPUTS = {"plot": "file"}
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("effdim", help="effective dimension of pixels and attention inputs, "

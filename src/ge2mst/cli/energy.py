@@ -9,6 +9,9 @@ from ..conversion.kinds import is_stbp
 from . import _args
 from ._runs import batch_images, prepare_run
 
+#: the outputs of the command, checked before any work (`_args.check_outputs`)
+OUTPUTS = {"plot": "file", "markdown": "file"}
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("energy", help="count SOPs, MACs, spikes and energy per image from "

@@ -9,6 +9,9 @@ from ..analysis.evaluation import MODES
 from . import _args
 from ._runs import prepare_run, prepare_spiking
 
+#: the outputs of the command, checked before any work (`_args.check_outputs`)
+OUTPUTS = {"out": "file"}
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("eval", help="top-1/top-5 accuracy, images/s and energy of a "

@@ -15,6 +15,9 @@ __all__ = ["NO_PLOT", "add_parser", "run", "run_quickstart"]
 #: what the summary says when matplotlib is missing
 NO_PLOT = "no report.png (matplotlib is not installed: pip install matplotlib, or -e \".[plot]\")"
 
+#: the outputs of the command, checked before any work (`_args.check_outputs`)
+OUTPUTS = {"out": "folder"}
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("quickstart", help="train a small ExpG network, convert it, verify "

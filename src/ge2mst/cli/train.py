@@ -16,6 +16,9 @@ DEVICES = ("auto", "cpu", "cuda")
 #: the argument groups of ``ge2mst train --help``, in order
 GROUPS = ("data", "model", "optimisation", "augmentation", "run")
 
+#: the outputs of the command, checked before any work (`_args.check_outputs`)
+OUTPUTS = {"out": "folder"}
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train in a folder, safe to kill and to resume "
