@@ -112,3 +112,34 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(argv, tmp_p
     assert rc == 2 and len(err.splitlines()) == 1
     assert "cannot be written" in err and ("is a file, not a folder" in err or "is a folder" in err)
     assert blocked.read_text() == "in the way"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_model_in_ann_mode_refuses_nan_and_infinite_pixels(bad):
+    import torch
+
+    from ge2mst import InputError, calibrate, create_model
+
+    model = create_model("ge2mst_cifar_tiny")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    calibrate(model, [x])
+    model.eval()
+    assert torch.isfinite(model(x)).all()
+    x[1, 2, 3, 4] = bad
+    with pytest.raises(InputError, match="NaN or infinite input"):
+        model(x)
+    model.train()  # a training step is not checked (no host synchronisation): the loss shows it
+    assert not torch.isfinite(model(x)).all()
+
+
+def test_a_quantizer_with_a_broken_lambda_is_one_clear_error():
+    import torch
+
+    from ge2mst import ConfigError, Quantizer, create_model
+
+    model = create_model("ge2mst_cnn_tiny").eval()
+    quantizer = next(m for m in model.modules() if isinstance(m, Quantizer))
+    for value in (float("nan"), 0.0, -1.0):
+        quantizer.lam.data.fill_(value)
+        with pytest.raises(ConfigError, match="must be a positive finite number"):
+            model(torch.zeros(1, 3, 32, 32))

@@ -168,6 +168,11 @@ def quantize(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: bool = 
     return _Quantize.apply(x, lam, book, signed)
 
 
+def _usable(lam: torch.Tensor) -> bool:
+    """A lambda a quantizer can work with: positive and finite (reads it on the host)."""
+    return bool(torch.isfinite(lam).all() & (lam > 0).all())
+
+
 class Quantizer(nn.Module):
     """Base class of the activation quantizers: a learnable clip ``lam`` and a code book.
 
@@ -213,6 +218,11 @@ class Quantizer(nn.Module):
             with torch.autocast(kind, enabled=False):
                 return self.forward(x.float())
         lam = self.lam
+        if not self.training and lam.device.type != "meta" and not _usable(lam):
+            # inference only (a training step never waits for the host; training keeps lambda
+            # positive after each step)
+            raise ConfigError(f"{type(self).__name__} has lambda = {lam.detach().cpu().tolist()}: "
+                              "it must be a positive finite number (set it, or calibrate the model)")
         q = quantize(x, lam, self.book, self.signed)
         if self._p >= 1.0:
             if self.record:

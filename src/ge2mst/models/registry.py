@@ -13,10 +13,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .._checks import one_of, whole_number
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _SPECS: dict[str, ModelSpec] = {}
@@ -110,7 +111,19 @@ def create_model(name: str, adapter_chans: int | None = None,
         kwargs["adapter_chans"] = adapter_chans
     model.model_name = name
     model.model_kwargs = dict(kwargs)
+    model.register_forward_pre_hook(_refuse_non_finite_input)
     return model
+
+
+def _refuse_non_finite_input(model: nn.Module, args: tuple) -> None:
+    """NaN or +-inf images are refused in inference, as the converted network refuses them (a
+    training step is not checked: it never waits for the host; its loss turns non-finite)."""
+    if model.training or not args or not isinstance(args[0], torch.Tensor):
+        return
+    x = args[0]
+    if x.is_floating_point() and x.device.type != "meta" and not bool(torch.isfinite(x).all()):
+        raise InputError(f"model {getattr(model, 'model_name', type(model).__name__)!r} received "
+                         "NaN or infinite input values")
 
 
 def model_kwargs_for(name: str, *, num_classes: int, in_chans: int, img_size: int,
