@@ -143,3 +143,28 @@ def test_a_quantizer_with_a_broken_lambda_is_one_clear_error():
         quantizer.lam.data.fill_(value)
         with pytest.raises(ConfigError, match="must be a positive finite number"):
             model(torch.zeros(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("command", ["verify", "energy", "eval"])
+def test_an_untrained_network_is_called_untrained(command, tmp_path, capsys):
+    import json
+
+    argv = [command, "--model", "ge2mst_cnn_tiny", "--data", "digits", "--limit", "40"]
+    assert main([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["trained"] is False and captured.err == ""
+    assert main(argv) == 0
+    assert "untrained network" in capsys.readouterr().err
+
+
+def test_a_trained_checkpoint_is_called_trained(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--train-limit", "100",
+                 "--test-limit", "40", "--out", str(run), "--no-tensorboard", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["energy", "--checkpoint", str(run / "last.safetensors"), "--data", "digits",
+                 "--limit", "40", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["trained"] is True and "untrained" not in captured.err

@@ -3,6 +3,8 @@ the data, the normalised batches, calibration when no weights are given, and the
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from ..conversion.kinds import is_stbp
@@ -71,6 +73,12 @@ def _first_images(batches: list, count: int) -> list[torch.Tensor]:
     return out
 
 
+#: what a run without --checkpoint / --pretrained is told
+UNTRAINED = ("no --checkpoint or --pretrained: this is an untrained network (initial weights, "
+             "lambda calibrated on the images); its accuracy and energy are not those of a trained "
+             "model")
+
+
 def prepare_run(args):
     """Data, model (checkpoint, or built and calibrated on the images) and normalised batches."""
     from ..conversion.calibration import calibrate
@@ -84,8 +92,11 @@ def prepare_run(args):
     if calibrated:
         calibrate(model, _first_images(batches, args.calib_images), percentile=args.percentile,
                   seed=args.seed)
+    trained = bool(args.checkpoint) or pretrained is not None
     header = {"model": args.model, "checkpoint": args.checkpoint, "data": args.data,
-              "split": args.split, "calibrated": calibrated, "seed": args.seed}
+              "split": args.split, "trained": trained, "calibrated": calibrated, "seed": args.seed}
+    if not trained and not getattr(args, "json", False):
+        print(f"note: {UNTRAINED}", file=sys.stderr)
     if pretrained is not None:
         header["pretrained"] = "shipped" if pretrained is True else str(pretrained)
         header["pretrained_sha256"] = model.pretrained_cfg["sha256"]

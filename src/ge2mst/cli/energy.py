@@ -45,8 +45,9 @@ def run(args) -> int:
     model, batches, header = prepare_run(args)
     report = {**header, **_counts(model, batch_images(batches), args.form, args.preset)}
     if args.plot:
-        plot_report(report, args.plot, title=f"{args.model} on {report['images']} images of "
-                                               f"{args.data}")
+        state = "" if report["trained"] else " (untrained)"
+        plot_report(report, args.plot, title=f"{args.model}{state} on {report['images']} images "
+                                               f"of {args.data}")
         report["plot"] = args.plot
     table = to_markdown(report)
     if args.markdown:
