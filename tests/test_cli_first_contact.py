@@ -168,3 +168,21 @@ def test_a_trained_checkpoint_is_called_trained(tmp_path, capsys):
                  "--limit", "40", "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["trained"] is True and "untrained" not in captured.err
+
+
+def test_training_without_a_terminal_prints_progress_lines(tmp_path, capsys, monkeypatch):
+    """Logs, CI and nohup get plain lines where tqdm cannot draw (here: captured output)."""
+    import ge2mst.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "PROGRESS_LINE_SECONDS", 0.0)  # a line after every step
+    assert main(["train", "--data", "digits", "--epochs", "2", "--train-limit", "128",
+                 "--test-limit", "40", "--batch-size", "32", "--out", str(tmp_path / "run"),
+                 "--no-tensorboard"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train: ")]
+    assert lines[0].startswith("train: 1/8 steps (12 %)")
+    assert lines[-1].startswith("train: 8/8 steps (100 %)") and "loss" in lines[-1]
+    monkeypatch.setattr(trainer, "PROGRESS_LINE_SECONDS", 3600.0)  # only the closing line
+    assert main(["train", "--data", "digits", "--epochs", "1", "--train-limit", "64",
+                 "--test-limit", "40", "--out", str(tmp_path / "run2"), "--no-tensorboard"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train: ")]
+    assert len(lines) == 1 and lines[0].startswith("train: 1/1 steps (100 %)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import time
 from collections.abc import Iterable
 
 
@@ -31,4 +33,36 @@ def progress(items: Iterable | None, desc: str, enabled: bool, total: int | None
     return tqdm(items, desc=desc, total=total, unit=unit, leave=False, **options)
 
 
-__all__ = ["progress", "sha256_of"]
+class LineProgress:
+    """Progress as plain lines, for output that is not a terminal (logs, CI, nohup), where a tqdm
+    bar cannot draw: the tqdm calls a training loop makes (``update``, ``set_postfix``,
+    ``close``), and a line at most every ``interval`` seconds (and at the end)."""
+
+    def __init__(self, total: int, desc: str, unit: str = "step", interval: float = 30.0,
+                 stream=None) -> None:
+        self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
+        self.stream = stream
+        self.n, self.shown, self.postfix = 0, -1, {}
+        self.last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if time.monotonic() - self.last >= self.interval:
+            self._line()
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = values
+
+    def close(self) -> None:
+        if self.n != self.shown:
+            self._line()
+
+    def _line(self) -> None:
+        share = f" ({100 * self.n / self.total:.0f} %)" if self.total else ""
+        extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
+        print(f"{self.desc}: {self.n}/{self.total} {self.unit}s{share}{extra}",
+              file=self.stream or sys.stderr, flush=True)
+        self.shown, self.last = self.n, time.monotonic()
+
+
+__all__ = ["LineProgress", "progress", "sha256_of"]

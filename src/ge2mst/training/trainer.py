@@ -27,6 +27,7 @@ from torch import nn
 
 from .._checks import whole_number
 from .._faults import fault_point
+from .._files import LineProgress
 from .._files import progress as _progress
 from ..core.quantizers import quantizers, set_mixing
 from ..data.augment import augment
@@ -159,6 +160,8 @@ def _autocast(device: torch.device, enabled: bool):
 
 #: training steps between two looks of the host at the device (progress bar, non-finite loss)
 SYNC_EVERY = 25
+#: seconds between two progress lines when the output is not a terminal
+PROGRESS_LINE_SECONDS = 30.0
 
 
 class Trainer:
@@ -355,7 +358,11 @@ class Trainer:
         """Train the remaining epochs; ``on_epoch_end(trainer, record)`` after each one."""
         bar = _progress(None, "train", progress and self.rank == 0, total=self.total, unit="step",
                         disable=None, mininterval=0.5)
-        if bar is not None:
+        if progress and self.rank == 0 and (bar is None or bar.disable):  # no terminal: lines
+            if bar is not None:
+                bar.close()
+            bar = LineProgress(self.total, "train", interval=PROGRESS_LINE_SECONDS)
+        if bar is not None and self.step:  # a resumed run starts where it stopped
             bar.update(self.step)
         while self.epoch < self.cfg.epochs:
             record = self.run_epoch(bar)
