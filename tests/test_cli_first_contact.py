@@ -186,3 +186,25 @@ def test_training_without_a_terminal_prints_progress_lines(tmp_path, capsys, mon
                  "--test-limit", "40", "--out", str(tmp_path / "run2"), "--no-tensorboard"]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train: ")]
     assert len(lines) == 1 and lines[0].startswith("train: 1/1 steps (100 %)")
+
+
+def test_a_test_split_the_model_cannot_take_fails_before_training(tmp_path, capsys):
+    """train/ at 32 px, test/ at 40 px: ge2mst_cifar_tiny's GW-SSA windows do not divide the 40 px
+    token maps; the run says so before the first step, not after an epoch."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, side in (("train", 32), ("test", 40)):
+        for label in ("cat", "dog"):
+            folder = tmp_path / "data" / split / label
+            folder.mkdir(parents=True)
+            for i in range(4):
+                pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    rc = main(["train", "--model", "ge2mst_cifar_tiny", "--data", str(tmp_path / "data"),
+               "--epochs", "1", "--out", str(tmp_path / "run"), "--no-tensorboard"])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert "the test split's images (3 x 40 x 40) do not fit model 'ge2mst_cifar_tiny'" in captured.err
+    assert "epoch 1/1" not in captured.out and not (tmp_path / "run" / "last.safetensors").exists()

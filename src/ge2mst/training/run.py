@@ -37,7 +37,7 @@ from ..analysis.verification import is_exact, verify
 from ..conversion.calibration import calibrate
 from ..conversion.kinds import method_of, training_method
 from ..data import load_dataset, normalize
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DataError, Ge2msError
 from ..io.checkpoint import atomic_write_bytes, read_checkpoint, save_checkpoint
 from ..models import create_model, model_kwargs_for, model_spec
 from .trainer import TrainConfig, Trainer, accuracy
@@ -218,6 +218,7 @@ def _run(args, rank: int, size: int, device: torch.device) -> dict:
     model.to(device)
     x_train = normalize(train_set.images, mean, std)
     x_test = normalize(test_set.images, mean, std)
+    _check_fits(model, run["model"], {"train": x_train, args.split: x_test}, device)
     net = model
     if size > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -242,6 +243,25 @@ def _run(args, rank: int, size: int, device: torch.device) -> dict:
     if rank != 0:
         return None
     return _final_report(report, trainer.final_model.cpu(), method, x_test, test_set.labels)
+
+
+@torch.no_grad()
+def _check_fits(model: torch.nn.Module, name: str, splits: dict, device: torch.device) -> None:
+    """One image of each split through the model before any training, so that an image size the
+    model cannot take (e.g. a test split of another size) fails now, not after an epoch."""
+    was_training = model.training
+    model.eval()
+    try:
+        for split, images in splits.items():
+            x = images[:1].to(device)
+            try:
+                model(x)
+            except (RuntimeError, Ge2msError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise DataError(f"the {split} split's images ({' x '.join(map(str, x.shape[1:]))}) "
+                                f"do not fit model {name!r}: {first}") from None
+    finally:
+        model.train(was_training)
 
 
 def _open_run(args, out: Path) -> dict | None:
