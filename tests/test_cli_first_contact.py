@@ -208,3 +208,30 @@ def test_a_test_split_the_model_cannot_take_fails_before_training(tmp_path, caps
     assert rc == 2
     assert "the test split's images (3 x 40 x 40) do not fit model 'ge2mst_cifar_tiny'" in captured.err
     assert "epoch 1/1" not in captured.out and not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_train_ends_with_a_short_table_and_outputs_say_where_they_went(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--train-limit", "100",
+                 "--test-limit", "40", "--out", str(run), "--no-tensorboard"]) == 0
+    out = capsys.readouterr().out
+    assert "{" not in out  # no raw Python dict
+    import re
+
+    table = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.splitlines()[-8:])
+    assert table["epochs"] == "1 of 1" and table["conversion exact"] == "True"
+    assert table["weights"] == str(run / "last.safetensors")
+    assert table["test top-1, ANN"] == table["test top-1, SNN"]
+    checkpoint = str(run / "last.safetensors")
+    assert main(["eval", "--checkpoint", checkpoint, "--data", "digits", "--limit", "40",
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    assert f"wrote {tmp_path / 'eval.json'}" in capsys.readouterr().err
+    assert main(["energy", "--checkpoint", checkpoint, "--data", "digits", "--limit", "40",
+                 "--markdown", str(tmp_path / "energy.md")]) == 0
+    assert f"wrote {tmp_path / 'energy.md'}" in capsys.readouterr().err
+
+
+def test_one_attention_group_is_not_one_groups(capsys):
+    assert main(["info", "--model", "ge2mst_cifar_tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "1 groups" not in out and " 1 group of " in out

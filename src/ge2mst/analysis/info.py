@@ -91,6 +91,7 @@ def format_info(info: dict) -> str:
              f"  SOPs upper bound per image  {info['sops_upper_bound']:,.0f}"]
     for a in info["attention"]:
         lines.append(f"  {a['module']:<28} {a['type']:<6} {a['map'][0]}x{a['map'][1]} tokens, "
-                     f"{a['groups']} groups of {a['tokens_per_group']}, {a['heads']} heads "
+                     f"{a['groups']} group{'s' if a['groups'] != 1 else ''} of {a['tokens_per_group']}, "
+                     f"{a['heads']} heads "
                      f"({a['global_heads']} global)")
     return "\n".join(lines)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from ..errors import ConfigError
 from . import _args
@@ -55,6 +56,8 @@ def run(args) -> int:
                            bootstrap=args.bootstrap, curve_images=args.curve_images,
                            target_epsilon=args.target_epsilon, seed=args.seed, plot=args.plot)
     report = {**header, **report}
+    if args.plot:
+        print(f"wrote {args.plot}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -4,6 +4,7 @@ converted model (or an STBP baseline, its own spiking network) emits."""
 from __future__ import annotations
 
 import json
+import sys
 
 from ..conversion.kinds import is_stbp
 from . import _args
@@ -49,11 +50,13 @@ def run(args) -> int:
         plot_report(report, args.plot, title=f"{args.model}{state} on {report['images']} images "
                                                f"of {args.data}")
         report["plot"] = args.plot
+        print(f"wrote {args.plot}", file=sys.stderr)
     table = to_markdown(report)
     if args.markdown:
         from ..io.checkpoint import atomic_write_bytes
 
         atomic_write_bytes(args.markdown, (table + "\n").encode())
+        print(f"wrote {args.markdown}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -4,6 +4,7 @@ spiking network (or of a spiking network written by ``ge2mst convert``)."""
 from __future__ import annotations
 
 import json
+import sys
 
 from ..analysis.evaluation import MODES
 from . import _args
@@ -53,6 +54,7 @@ def run(args) -> int:
         from ..io.checkpoint import atomic_write_bytes
 
         atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())
+        print(f"wrote {args.out}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -124,12 +124,33 @@ def run(args) -> int:
         return 0
     if args.json:
         print(json.dumps(report, indent=2))
-    elif report["method"] == "stbp":
-        print(f"last epoch: {report['last_epoch']}")
-        print(f"test accuracy (spiking network) {report['snn_accuracy']}; weights "
-              f"{report['checkpoint']}")
     else:
-        print(f"last epoch: {report['last_epoch']}")
-        print(f"test accuracy ANN {report['ann_accuracy']}, SNN {report['snn_accuracy']}, "
-              f"exact {report['exact']}; weights {report['checkpoint']}")
+        print(format_summary(report))
     return 1 if report["exact"] is False else 0
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+def format_summary(report: dict) -> str:
+    """The end of a run as a short table (the last epoch, never a best one)."""
+    last = report["last_epoch"] or {}
+    rows = [("epochs", f"{last.get('epoch', 0)} of {report['epochs']}"),
+            ("last epoch: loss", "-" if last.get("loss") is None else f"{last['loss']:.4f}"),
+            ("last epoch: train top-1", _share(last.get("train_accuracy"))),
+            ("wall-clock", "-" if last.get("seconds") is None else f"{last['seconds']:.0f} s")]
+    if report["method"] == "stbp":
+        rows.append(("test top-1, spiking network", _share(report["snn_accuracy"])))
+    elif report.get("note"):  # QCFS: vanilla IF, not exact by design
+        rows.append(("test top-1, ANN", _share(report["ann_accuracy"])))
+    else:
+        rows += [("test top-1, ANN", _share(report["ann_accuracy"])),
+                 ("test top-1, SNN", _share(report["snn_accuracy"])),
+                 ("conversion exact", str(report["exact"]))]
+    rows.append(("weights", report["checkpoint"]))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    if report.get("note"):
+        lines.append(f"note: {report['note']}")
+    return "\n".join(lines)
