@@ -235,3 +235,30 @@ def test_one_attention_group_is_not_one_groups(capsys):
     assert main(["info", "--model", "ge2mst_cifar_tiny"]) == 0
     out = capsys.readouterr().out
     assert "1 groups" not in out and " 1 group of " in out
+
+
+def test_an_epochs_record_gives_the_mixing_its_test_accuracy_was_measured_at():
+    import torch
+
+    from ge2mst import create_model
+    from ge2mst.core.quantizers import quantizers
+    from ge2mst.training.trainer import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = create_model("ge2mst_cnn_tiny", num_classes=4, width=4)
+    images = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(64) % 4
+    trainer = Trainer(model, images, labels, TrainConfig(epochs=2, batch_size=16, ramp_end=1.0))
+    for _ in range(2):
+        record = trainer.run_epoch()
+        assert {q.p for _, q in quantizers(trainer.final_model)} == {record["p"]}
+    assert record["p"] == 1.0
+
+
+def test_a_folder_given_as_a_checkpoint_is_called_a_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.safetensors").write_bytes(b"")
+    assert main(["eval", "--checkpoint", str(run), "--data", "digits", "--limit", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder, not a .safetensors file" in err and "last.safetensors" in err

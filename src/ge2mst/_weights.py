@@ -39,6 +39,10 @@ def read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], di
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a checkpoint's tensors and config, with a clear error for any damaged file."""
     path = Path(path)
+    if path.is_dir():
+        run = (path / "last.safetensors").is_file()
+        hint = " (a run folder: its weights are last.safetensors)" if run else ""
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder, not a .safetensors file{hint}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     tensors, meta = read_safetensors(path, f"checkpoint {str(path)!r}")

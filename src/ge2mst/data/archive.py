@@ -81,8 +81,9 @@ def extract(archive: Path, cache_dir: str | os.PathLike[str] | None) -> Path:
         _remove_stale_partials(cache, target.name)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL}", dir=cache))
     except OSError as exc:
-        raise DataError(f"cannot write to the cache folder {str(cache)!r} ({exc}): pass "
-                        "cache_dir or set GE2MST_CACHE to a writable folder") from None
+        raise DataError(f"cannot write to the cache folder {str(cache)!r} ({exc}): give a "
+                        "writable folder with --data-dir (cache_dir= in Python) or "
+                        "$GE2MST_CACHE") from None
     try:
         digest = sha256_of(archive)
         with tarfile.open(archive, "r:gz") as tar:

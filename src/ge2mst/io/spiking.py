@@ -151,6 +151,8 @@ def load_spiking(path: str | os.PathLike) -> SpikingNetwork:
     from ..models import create_model
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"spiking network {str(path)!r} is a folder, not a .safetensors file")
     if not path.is_file():
         raise CheckpointError(f"spiking network {str(path)!r} does not exist")
     description = _read_description(path)

@@ -333,6 +333,7 @@ class Trainer:
         loss_sum, correct = _all_sum([float(loss_sum), float(correct)], self.device)
         self.epoch += 1
         p = mixing_fraction(self.step, self.total, cfg.ramp_end)
+        set_mixing(self.net, p)  # the record's p is the one its test accuracy is measured at
         if self.ema is not None:
             set_mixing(self.ema.module, p)
         record = {"epoch": self.epoch, "loss": loss_sum / n, "train_accuracy": correct / n,
