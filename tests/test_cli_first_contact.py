@@ -262,3 +262,21 @@ def test_a_folder_given_as_a_checkpoint_is_called_a_folder(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run), "--data", "digits", "--limit", "20"]) == 2
     err = capsys.readouterr().err
     assert "is a folder, not a .safetensors file" in err and "last.safetensors" in err
+
+
+def test_an_edited_sidecar_json_is_named_and_the_embedded_config_wins(tmp_path, recwarn):
+    import json
+
+    from ge2mst import create_model
+    from ge2mst.io.checkpoint import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "m.safetensors", create_model("ge2mst_cnn_tiny", width=4))
+    load_checkpoint(path)
+    assert not [w for w in recwarn if "embedded" in str(w.message)]  # untouched: nothing to say
+    sidecar = tmp_path / "m.json"
+    config = json.loads(sidecar.read_text())
+    config["model"] = "ge2mst_cifar_tiny"
+    sidecar.write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="the embedded one is used"):
+        model, config = load_checkpoint(path)
+    assert model.model_name == "ge2mst_cnn_tiny" and config["model"] == "ge2mst_cnn_tiny"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -57,7 +58,26 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if config.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} has format {config.get('format')!r}, "
                               f"expected {FORMAT!r}")
+    _compare_sidecar(path, config)
     return tensors, config
+
+
+def _compare_sidecar(path: Path, config: dict) -> None:
+    """Warn when the ``.json`` beside a checkpoint (written for people and tools) was edited to
+    another model: the config embedded in the ``.safetensors`` is the one used."""
+    sidecar = path.with_suffix(".json")
+    try:
+        written = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(written, dict):
+        return
+    for key in ("model", "model_kwargs"):
+        if key in written and written[key] != config.get(key):
+            warnings.warn(f"{str(sidecar)!r} says {key} = {written[key]!r}, but the config embedded "
+                          f"in {str(path)!r} says {config.get(key)!r}: the embedded one is used "
+                          "(the .json is only a copy for people and tools)", stacklevel=3)
+            return
 
 
 def load_state_strictly(module: nn.Module, tensors: dict[str, torch.Tensor], what: str,
