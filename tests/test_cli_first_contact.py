@@ -280,3 +280,13 @@ def test_an_edited_sidecar_json_is_named_and_the_embedded_config_wins(tmp_path, 
     with pytest.warns(UserWarning, match="the embedded one is used"):
         model, config = load_checkpoint(path)
     assert model.model_name == "ge2mst_cnn_tiny" and config["model"] == "ge2mst_cnn_tiny"
+
+
+def test_figures_name_layers_by_stage_and_block():
+    from ge2mst.analysis.plots import readable_layers
+
+    assert readable_layers(["0.conv", "2.conv", "4.conv", "10"]) == [
+        "layer 1", "layer 2", "layer 3", "layer 4"]
+    assert readable_layers(["stem.conv", "stages.1.0.fn.attn.q", "stages.2.1.fn.0.conv",
+                            "stages.3", "head"]) == [
+        "stem", "stage 2 block 1 q", "stage 3 block 2", "stage 4", "head"]

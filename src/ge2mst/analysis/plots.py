@@ -50,6 +50,26 @@ def stage_of(name: str) -> str:
     return parts[0] if not parts[0].isdigit() else "body"
 
 
+def readable_layers(names: list[str]) -> list[str]:
+    """Figure labels for layer names in network order: ``stages.1.0.fn.attn.q`` -> ``stage 2
+    block 1 q``; the numbered layers of a plain Sequential (``0.conv``, ``10``) -> ``layer 1``,
+    ``layer 2``, ... in order; other names without their ``conv`` / numeric parts."""
+    out = []
+    for i, name in enumerate(names, 1):
+        parts = [p for p in name.split(".") if p not in ("fn", "body")]
+        if len(parts) > 1 and parts[0] == "stages" and parts[1].isdigit():
+            label = f"stage {int(parts[1]) + 1}"
+            if len(parts) > 2 and parts[2].isdigit():
+                label += f" block {int(parts[2]) + 1}"
+            rest = [p for p in parts[3:] if not p.isdigit() and p != "conv"]
+            out.append(f"{label} {rest[-1]}" if rest else label)
+        elif parts and parts[0].isdigit():
+            out.append(f"layer {i}")
+        else:
+            out.append(" ".join(p for p in parts if not p.isdigit() and p != "conv") or f"layer {i}")
+    return out
+
+
 def plot_report(report: dict, path, title: str = "") -> None:
     """Cumulative SOPs and upper bound along the network, and firing per neuron layer (PNG)."""
     with figure(path, 2, (13, 4.5)) as (fig, axes):
@@ -115,4 +135,4 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["figure", "plot_report", "stage_of", "to_markdown"]
+__all__ = ["figure", "label", "plot_report", "readable_layers", "stage_of", "to_markdown"]

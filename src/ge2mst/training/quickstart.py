@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..analysis.energy import EVENT_CLASSES, count_operations
-from ..analysis.plots import figure, label
+from ..analysis.plots import figure, label, readable_layers
 from ..analysis.verification import is_exact, verify
 from ..conversion.calibration import calibrate
 from ..conversion.converter import convert
@@ -81,17 +81,19 @@ def _plot(report: dict, path: Path) -> Path | None:
         ax.plot([h["epoch"] for h in hist], [h["p"] for h in hist], "--", label="ExpG mix p")
         ax.axhline(report["verify"]["snn_accuracy"], color="k", lw=0.8,
                    label=f"held-out SNN = ANN {report['verify']['snn_accuracy']:.3f}")
-        label(ax, "epoch", None, "progressive ExpG training", 8)
+        label(ax, "epoch", "fraction (top-1; mixing p)", "progressive ExpG training", 8)
         rows = report["energy"]["per_layer"]
-        names = [r["name"] for r in rows]
+        names = readable_layers([r["name"] for r in rows])
+        shown = dict(zip((r["name"] for r in rows), names, strict=True))
         ax = axes[1]
         ax.bar(names, [r["sops"] for r in rows], label="SOPs (spike events x fan-out)")
         ax.bar(names, [r["macs"] for r in rows], bottom=[r["sops"] for r in rows],
                label="MACs (real-valued input)")
         spiking = [r for r in rows if r["input"] in EVENT_CLASSES]
-        ax.scatter([r["name"] for r in spiking], [r["sops_upper_bound"] for r in spiking], marker="_",
+        ax.scatter([shown[r["name"]] for r in spiking], [r["sops_upper_bound"] for r in spiking], marker="_",
                    s=600, color="k", zorder=3, label="SOP upper bound (every neuron at G spikes)")
         label(ax, "layer", "operations per image", "operations per layer", 8)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         ax = axes[2]
         e = report["energy"]
         ax.bar(["SNN", "ANN"], [e["energy_mj"] * 1e3, e["ann_energy_mj"] * 1e3], color=["C2", "C7"])
