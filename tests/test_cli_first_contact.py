@@ -290,3 +290,16 @@ def test_figures_name_layers_by_stage_and_block():
     assert readable_layers(["stem.conv", "stages.1.0.fn.attn.q", "stages.2.1.fn.0.conv",
                             "stages.3", "head"]) == [
         "stem", "stage 2 block 1 q", "stage 3 block 2", "stage 4", "head"]
+
+
+def test_an_unwritable_cache_names_the_option_to_change_it(tmp_path, capsys):
+    from conftest import CIFAR, CIFAR_MISSING
+
+    if not CIFAR.is_file():
+        pytest.skip(CIFAR_MISSING)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("in the way")
+    rc = main(["verify", "--model", "ge2mst_cnn_tiny", "--data", str(CIFAR), "--limit", "20",
+               "--data-dir", str(blocked / "cache")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot write to the cache folder" in err and "--data-dir" in err

@@ -55,6 +55,9 @@ def test_kill_then_resume_gives_the_same_weights(tmp_path, reference, fault, epo
     assert _same(load_file(tmp_path / "last.safetensors"), reference)
     rows = (tmp_path / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3 and rows[0].startswith("epoch,loss")
+    # the wall-clock column adds the sittings up: it never restarts at a resume
+    seconds = [float(row.split(",")[rows[0].split(",").index("seconds")]) for row in rows[1:]]
+    assert all(b > a > 0 for a, b in zip(seconds, seconds[1:], strict=False))
 
 
 def test_refuses_to_overwrite_a_run_and_reports_damage(tmp_path, capsys):
