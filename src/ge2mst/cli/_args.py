@@ -105,32 +105,24 @@ def add_groups(p, default: int | None = None, help: str | None = None) -> None:
     p.add_argument("--groups", "-G", type=_positive_int, default=default, help=help)
 
 
-def add_form(p, help: str | None) -> None:
-    p.add_argument("--form", choices=FORMS, default="search", help=help)
+#: the choice options several commands share: flag -> (choices, default, help when none is given)
+CHOICES = {
+    "--form": (FORMS, "search", "ExpG-IF firing form"),
+    "--step-mode": (STEP_MODES, "event", "event: layer by layer over T steps of spike trains; "
+                    "collapsed: synapses summed over time in one pass (the same outputs)"),
+    "--dtype": (tuple(DTYPES), "float64", "arithmetic of the networks"),
+    "--encoding": (ENCODINGS, None, "how images enter the spiking network"),
+    "--attention-products": (ATTENTION_PRODUCTS, "codes", "spiking attention products from the "
+                             "integer codes, or from the spike trains themselves (the event-level "
+                             "form)"),
+    "--preset": (tuple(sorted(PRESETS)), "45nm-fp32", "energy per accumulate / per MAC"),
+}
 
 
-def add_step_mode(p, help: str | None = None) -> None:
-    p.add_argument("--step-mode", choices=STEP_MODES, default="event",
-                   help=help or "event: layer by layer over T steps of spike trains; collapsed: "
-                                "synapses summed over time in one pass (the same outputs)")
-
-
-def add_dtype(p, help: str) -> None:
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float64", help=help)
-
-
-def add_encoding(p, help: str) -> None:
-    p.add_argument("--encoding", choices=ENCODINGS, default=None, help=help)
-
-
-def add_attention_products(p, help: str | None = None) -> None:
-    p.add_argument("--attention-products", choices=ATTENTION_PRODUCTS, default="codes",
-                   help=help or "spiking attention products from the integer codes, or from the "
-                                "spike trains themselves (the event-level form)")
-
-
-def add_preset(p, help: str) -> None:
-    p.add_argument("--preset", choices=sorted(PRESETS), default="45nm-fp32", help=help)
+def add_choice(p, flag: str, help: str | None = None) -> None:
+    """One of the shared choice options of `CHOICES`, with the command's own help text."""
+    choices, default, fallback = CHOICES[flag]
+    p.add_argument(flag, choices=choices, default=default, help=help or fallback)
 
 
 def add_json(p, help: str | None = None) -> None:

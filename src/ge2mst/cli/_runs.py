@@ -3,6 +3,7 @@ the data, the normalised batches, calibration when no weights are given, and the
 
 from __future__ import annotations
 
+import json
 import sys
 
 import torch
@@ -129,3 +130,9 @@ def _print_table(report: dict) -> None:
         if isinstance(value, float):
             value = f"{value:.6g}"
         print(f"{key:<{width}}  {value}")
+
+
+def emit(args, report: dict, text) -> int:
+    """Print ``report`` as JSON (``--json``) or as the text ``text(report)``; exit status 0."""
+    print(json.dumps(report, indent=2) if args.json else text(report))
+    return 0

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from ..errors import ConfigError
 from . import _args
-from ._runs import batch_images, prepare_run
+from ._runs import batch_images, emit, prepare_run
 
 #: the outputs of the command, checked before any work (`_args.check_outputs`)
 OUTPUTS = {"plot": "file"}
@@ -58,8 +57,4 @@ def run(args) -> int:
     report = {**header, **report}
     if args.plot:
         print(f"wrote {args.plot}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_effdim(report))
-    return 0
+    return emit(args, report, format_effdim)

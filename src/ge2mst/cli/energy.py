@@ -18,8 +18,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("energy", help="count SOPs, MACs, spikes and energy per image from "
                                              "the spikes a converted model emits")
     _args.add_run_args(p, limit=64)
-    _args.add_form(p, help="ExpG-IF firing form (changes the neuron comparisons, not the spikes)")
-    _args.add_preset(p, help="energy per accumulate / per MAC (default: 45nm-fp32, 0.9 / 4.6 pJ)")
+    _args.add_choice(p, "--form", help="ExpG-IF firing form (changes the neuron comparisons, not the spikes)")
+    _args.add_choice(p, "--preset", help="energy per accumulate / per MAC (default: 45nm-fp32, 0.9 / 4.6 pJ)")
     p.add_argument("--plot", default=None, help="write a PNG: cumulative SOPs and upper bound, "
                    "firing rate per layer")
     p.add_argument("--markdown", default=None, help="write the per-layer table as markdown")

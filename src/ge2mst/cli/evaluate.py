@@ -8,7 +8,7 @@ import sys
 
 from ..analysis.evaluation import MODES
 from . import _args
-from ._runs import prepare_run, prepare_spiking
+from ._runs import emit, prepare_run, prepare_spiking
 
 #: the outputs of the command, checked before any work (`_args.check_outputs`)
 OUTPUTS = {"out": "file"}
@@ -21,14 +21,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--mode", choices=MODES, default=None,
                    help="run the trained network (ann), its converted spiking network (snn) or "
                         "both and compare them (default: both; snn for a 'ge2mst convert' file)")
-    _args.add_form(p, help="ExpG-IF firing form of the conversion")
-    _args.add_encoding(p, help="image as the input current of step 1 (once) or x / T at every "
+    _args.add_choice(p, "--form", help="ExpG-IF firing form of the conversion")
+    _args.add_choice(p, "--encoding", help="image as the input current of step 1 (once) or x / T at every "
                                "step (repeat); default: repeat for QCFS models, else once")
-    _args.add_dtype(p, help="arithmetic of both modes (float64: the exact comparison)")
-    _args.add_step_mode(p, help="spiking network layer by layer over T steps of spike trains "
+    _args.add_choice(p, "--dtype", help="arithmetic of both modes (float64: the exact comparison)")
+    _args.add_choice(p, "--step-mode", help="spiking network layer by layer over T steps of spike trains "
                                 "(event), or with the synapses summed over time in one pass "
                                 "(collapsed: same spikes and outputs; ExpG models only)")
-    _args.add_preset(p, help="energy per accumulate / per MAC (default: 45nm-fp32)")
+    _args.add_choice(p, "--preset", help="energy per accumulate / per MAC (default: 45nm-fp32)")
     p.add_argument("--no-energy", dest="energy", action="store_false",
                    help="skip the operation and energy counts (a second pass of the SNN)")
     _args.add_json(p, help="print one JSON object")
@@ -55,8 +55,4 @@ def run(args) -> int:
 
         atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())
         print(f"wrote {args.out}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_report(report))
-    return 0
+    return emit(args, report, format_report)

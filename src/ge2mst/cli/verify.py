@@ -16,17 +16,17 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("verify", help="compare a model's ANN and converted SNN outputs on "
                                              "images")
     _args.add_run_args(p)
-    _args.add_form(p, help="ExpG-IF firing form: binary search (A) or sequential IF dynamics (B)")
-    _args.add_step_mode(p, help="event: layer by layer over T steps of spike trains; collapsed: "
+    _args.add_choice(p, "--form", help="ExpG-IF firing form: binary search (A) or sequential IF dynamics (B)")
+    _args.add_choice(p, "--step-mode", help="event: layer by layer over T steps of spike trains; collapsed: "
                                 "synapses summed over time in one pass")
-    _args.add_dtype(p, help="arithmetic of both modes (float64: the tight check)")
+    _args.add_choice(p, "--dtype", help="arithmetic of both modes (float64: the tight check)")
     p.add_argument("--reference", choices=REFERENCES, default="trained",
                    help="ANN to compare with: as trained, or with BatchNorm folded (the "
                         "deployable ANN; bit-identical to --step-mode collapsed in float32)")
-    _args.add_attention_products(
-        p, help="spiking attention products from the integer codes read from the spike trains "
-                "(codes) or from the spike trains themselves, step pair by step pair (spikes: "
-                "the event-level attention)")
+    _args.add_choice(p, "--attention-products",
+                     help="spiking attention products from the integer codes read from the spike "
+                          "trains (codes) or from the spike trains themselves, step pair by step "
+                          "pair (spikes: the event-level attention)")
     p.add_argument("--oracle-sample", type=_args._positive_int, default=None,
                    help="neurons per layer and batch that the independent oracle and the form "
                         "cross-check examine (default: 65536; every neuron with --strict)")
