@@ -18,6 +18,7 @@ from .._version import __version__
 from ..errors import Ge2msError
 from . import convert, effdim, energy, evaluate, info, list_models, quickstart, train, verify
 from ._args import _Parser, check_outputs
+from ._config import expand_config
 from ._runs import load_model_for, prepare_run
 
 #: the command modules, in the order of ``ge2mst --help``
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    try:
+        argv = expand_config(list(sys.argv[1:] if argv is None else argv), parser)
+    except Ge2msError as exc:
+        print(f"ge2mst: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         check_outputs(args, getattr(inspect.getmodule(args.func), "OUTPUTS", {}))

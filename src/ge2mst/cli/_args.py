@@ -65,6 +65,8 @@ _positive_float = _number_type(lambda v: v > 0, "a positive number")
 _non_negative_float = _number_type(lambda v: v >= 0, "a number >= 0")
 _unit_interval = _number_type(lambda v: 0 <= v < 1, "a number in [0, 1)")
 _percentile = _number_type(lambda v: 0 < v <= 100, "a percentile in (0, 100]")
+_fraction = _number_type(lambda v: 0 < v <= 1, "a number in (0, 1]")
+_probability = _number_type(lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def _no_default(value) -> bool:
@@ -151,6 +153,13 @@ def add_data_args(p, split: str = "test", limit: int | None = None,
     p.add_argument("--data-dir", default=None,
                    help="cache folder for extracted archives (default: $GE2MST_CACHE or "
                         "~/.cache/ge2mst)")
+    p.add_argument("--img-size", type=_positive_int, default=None, metavar="S",
+                   help="image folders: resize each image and centre-crop it to S x S (images "
+                        "of any size; training crops at random); other data: resize to S "
+                        "(default: the images' own size)")
+    p.add_argument("--crop-ratio", type=_fraction, default=0.875,
+                   help="with --img-size: the centre crop's share of the resized image's shorter "
+                        "side (the image is resized to S / ratio first)")
 
 
 def add_model_args(p, default_model: str = "ge2mst_cnn_tiny") -> None:

@@ -42,8 +42,10 @@ def _load_run_data(args):
     from ..data import load_dataset
 
     torch.manual_seed(args.seed)
+    size = {} if getattr(args, "img_size", None) is None else {"img_size": args.img_size,
+                                                               "crop_ratio": args.crop_ratio}
     return load_dataset(args.data, split=args.split, limit=args.limit, seed=args.seed,
-                        cache_dir=args.data_dir, progress=not args.json)
+                        cache_dir=args.data_dir, progress=not args.json, **size)
 
 
 def _normalized_batches(args, data, stats: dict) -> list:

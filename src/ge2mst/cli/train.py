@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from ..conversion.kinds import TRAINING_METHODS
-from ..training.trainer import SCHEDULES
+from ..training.config import AUTO_AUGMENTS, SCHEDULES
+from ..training.inputs import DATA_MODES
 from . import _args
 
 #: ``--hflip``: no flips, a random flip per image, or each image flipped every other epoch
@@ -40,6 +41,7 @@ def _add_data_and_model(g: dict) -> None:
     g["data"].add_argument("--event-size", type=_args._positive_int, default=None,
                            help="event data: average-pool each frame to this side (e.g. 48; "
                                 "default: the sensor's 128)")
+    _add_streaming(g["data"])
     model = g["model"]
     model.add_argument("--model", default=None, help="registered model (default: "
                        "ge2mst_cnn_tiny, or the --finetune checkpoint's)")
@@ -55,8 +57,24 @@ def _add_data_and_model(g: dict) -> None:
                        default=[], metavar="KEY=VALUE",
                        help="another keyword of the model's builder, e.g. quantizer=qcfs or "
                             "attention=a2os2a (VALUE read as JSON when it parses); repeatable")
+    model.add_argument("--drop-path", type=_args._unit_interval, default=0.0, metavar="RATE",
+                       help="stochastic depth of the Ge2mS-T blocks, rising to RATE in the last "
+                            "block (training only: the converted network has none)")
     _args.add_time_steps(model, help="time steps (default: 4, or the --finetune checkpoint's)")
     _args.add_groups(model, help="temporal groups G dividing T (default: 2, or the checkpoint's)")
+
+
+def _add_streaming(data) -> None:
+    data.add_argument("--data-mode", choices=DATA_MODES, default="auto",
+                      help="memory: decode every image first; stream: decode image folders "
+                           "batch by batch in worker processes; auto: stream a folder whose "
+                           "decoded images would fill a quarter of the memory")
+    data.add_argument("--workers", type=_args._non_negative_int, default=0,
+                      help="streamed data: decoding processes per training process (0: decode "
+                           "in the training process)")
+    data.add_argument("--skip-bad-images", action="store_true",
+                      help="streamed data: skip corrupt or truncated images (counted in "
+                           "metrics) instead of stopping with the file's name")
 
 
 def _add_optimisation(g: dict) -> None:
@@ -88,6 +106,12 @@ def _add_optimisation(g: dict) -> None:
     aug.add_argument("--cutmix", type=_args._non_negative_float, default=0.0, metavar="ALPHA",
                      help="cutmix with Beta(ALPHA, ALPHA) areas (default: off; with --mixup, one "
                           "of the two per batch)")
+    aug.add_argument("--auto-augment", choices=AUTO_AUGMENTS, default="none",
+                     help="streamed images: TrivialAugment or RandAugment per image")
+    aug.add_argument("--random-erase", type=_args._probability, default=0.0, metavar="P",
+                     help="streamed images: erase a random rectangle with probability P")
+    aug.add_argument("--min-crop-scale", type=_args._fraction, default=0.08,
+                     help="streamed images: smallest area share of a random-resized crop")
     opt.add_argument("--ema-decay", type=_args._unit_interval, default=0.0,
                      help="keep a moving average of the weights with this decay (e.g. 0.999) and "
                           "export it (default: off)")
@@ -113,6 +137,12 @@ def _add_run(g: dict) -> None:
     run_group.add_argument("--out", default="runs/train",
                            help="folder of the run (default: runs/train)")
     run_group.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run_group.add_argument("--save-every", type=_args._non_negative_int, default=0,
+                           metavar="STEPS", help="also save the run every STEPS steps within an "
+                           "epoch, so that a kill loses at most that many (0: at epoch ends)")
+    run_group.add_argument("--config", default=None, metavar="FILE.toml",
+                           help="read options from a TOML file of long option names (e.g. "
+                                "recipes/imagenet.toml); options on the command line win")
     _args.add_json(run_group)
 
 

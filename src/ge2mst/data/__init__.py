@@ -1,6 +1,6 @@
 """Image data without torchvision: the bundled digits, ImageFolder directories and their archives.
 
-``load_dataset(spec, split, limit, seed)`` accepts
+``load_dataset(spec, split, limit, seed, ..., img_size=None)`` accepts
 
 - ``"digits"``: scikit-learn's bundled 8 x 8 handwritten digits (offline), with a fixed
   stratified 80 / 20 train / test split that never depends on ``seed`` (``"val"`` = ``"test"``);
@@ -17,13 +17,23 @@
 
 Images come back as float32 N x C x H x W in [0, 1] (RGB for folders, one channel for digits);
 `normalize` applies per-channel statistics such as those of `ImageDataset.channel_stats`.
-With ``limit``, a seeded, class-balanced subset is chosen before any file is decoded.
-Every user-facing failure raises `DataError` with a one-line message.
+With ``limit``, a seeded, class-balanced subset is chosen before any file is decoded. With
+``img_size``, folder images of any sizes are resized and centre-cropped as they are decoded
+(`EvalTransform`), CIFAR and digits resized. Every user-facing failure raises `DataError` with a
+one-line message.
+
+ImageFolders too large to decode into memory stream instead: ``open_stream_dataset(spec, split,
+img_size, ...)`` resolves the spec alike and returns a `StreamingImageFolder` (a torch
+``Dataset`` that decodes image ``i`` on demand, ``data[i, epoch]`` through a `TrainTransform`
+drawn from ``sample_rng(seed, epoch, i)``, ``data[i]`` through an `EvalTransform`);
+`collate_stream` batches its items and `decoded_bytes` sizes the in-memory alternative.
 
 The modules, imports pointing one way only: `load` (the dispatcher) imports the formats
 `digits`, `folders`, `cifar` and `dvs`; they import `dataset` (`ImageDataset` and what every
 loader shares) and `archive` (the cache and its extraction), and `dvs` the class-folder listing
-of `folders`. `augment` (torch-only augmentation of batches) stands apart and is not
+of `folders`. `load` also imports `stream` (the streaming ImageFolder), which builds on the
+listing and decoder of `folders`; both use `transforms` (per-image PIL transforms, deterministic
+given a NumPy generator). `augment` (torch-only augmentation of batches) stands apart and is not
 re-exported here.
 """
 
@@ -53,14 +63,36 @@ from .dvs import (
     read_events,
     read_npz_events,
 )
-from .folders import IMAGE_EXTENSIONS, image_files, list_class_folders, load_image_folder, pick_split
-from .load import load_dataset
+from .folders import (
+    IMAGE_EXTENSIONS,
+    image_files,
+    list_class_folders,
+    list_image_folder,
+    load_image_folder,
+    open_image,
+    pick_split,
+)
+from .load import load_dataset, open_stream_dataset
+from .stream import StreamingImageFolder, collate_stream, decoded_bytes, open_stream
+from .transforms import (
+    AUGMENT_OPS,
+    AUTO_AUGMENTS,
+    MAGNITUDE_BINS,
+    EvalTransform,
+    TrainTransform,
+    apply_op,
+    sample_rng,
+    to_rgb,
+)
 
 __all__ = [
-    "ARCHIVE_SUFFIXES", "CIFAR_SPECS", "DEFAULT_FRAMES", "DIGITS_SPEC", "EVENT_EXTENSIONS",
-    "IMAGE_EXTENSIONS", "SENSOR_SIZE", "SOURCES", "SPLIT_BY", "SPLIT_NAMES", "TRAIN_FRACTION",
-    "CifarSource", "Events", "ImageDataset", "download_cifar", "events_to_frames", "find_cifar_batches",
-    "image_files", "is_event_folder", "list_class_folders", "load_cifar_batches", "load_dataset",
-    "load_digits", "load_dvs", "load_image_folder", "load_named_cifar", "normalize", "pick_split",
-    "read_aedat_events", "read_events", "read_npz_events",
+    "ARCHIVE_SUFFIXES", "AUGMENT_OPS", "AUTO_AUGMENTS", "CIFAR_SPECS", "DEFAULT_FRAMES",
+    "DIGITS_SPEC", "EVENT_EXTENSIONS", "IMAGE_EXTENSIONS", "MAGNITUDE_BINS", "SENSOR_SIZE",
+    "SOURCES", "SPLIT_BY", "SPLIT_NAMES", "TRAIN_FRACTION", "CifarSource", "EvalTransform",
+    "Events", "ImageDataset", "StreamingImageFolder", "TrainTransform", "apply_op",
+    "collate_stream", "decoded_bytes", "download_cifar", "events_to_frames", "find_cifar_batches",
+    "image_files", "is_event_folder", "list_class_folders", "list_image_folder",
+    "load_cifar_batches", "load_dataset", "load_digits", "load_dvs", "load_image_folder",
+    "load_named_cifar", "normalize", "open_image", "open_stream", "open_stream_dataset",
+    "pick_split", "read_aedat_events", "read_events", "read_npz_events", "sample_rng", "to_rgb",
 ]

@@ -24,7 +24,13 @@ _STATS_CHUNK = 4096  # images per chunk when channel statistics are accumulated
 
 @dataclass
 class ImageDataset:
-    """Images (float32 N x C x H x W in [0, 1], not normalised), int64 labels and class names."""
+    """Images (float32 N x C x H x W in [0, 1], not normalised), int64 labels and class names.
+
+    ``streaming`` is False: the images are all in memory (a `StreamingImageFolder` decodes them
+    on demand and says True).
+    """
+
+    streaming = False  # a class attribute, not a field
 
     images: torch.Tensor
     labels: torch.Tensor

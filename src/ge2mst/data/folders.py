@@ -3,8 +3,10 @@
 Labels follow the sorted class names; images are sorted within a class. A directory that holds
 split folders (``train/``, ``test/``, optionally ``val/``), each an ImageFolder, gives the one of
 the asked split (`pick_split`); a plain ImageFolder has no splits. Images are decoded with
-Pillow to RGB and come back as float32 N x 3 x H x W in [0, 1]; they must share one size. With
-``limit``, the class-balanced subset is chosen before any file is decoded.
+Pillow to RGB (`open_image`, the one decoder, shared with the streaming data sets) and come back
+as float32 N x 3 x H x W in [0, 1]; they must share one size unless ``img_size`` is given, which
+resizes and centre-crops each (`EvalTransform`) as it is decoded. With ``limit``, the
+class-balanced subset is chosen before any file is decoded.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .._files import progress as with_progress
 from ..errors import DataError
 from .archive import one_line, visible
 from .dataset import SPLIT_NAMES, ImageDataset, balanced_choice
+from .transforms import EvalTransform, to_rgb
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
@@ -79,28 +83,35 @@ def image_files(folder: Path) -> list[str]:
                       and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
 
 
-def _list_image_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
-    """Sorted class names, image paths (sorted within a class) and their labels."""
+def list_image_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
+    """Sorted class names, image paths (sorted within a class) and their labels (no decoding)."""
     return list_class_folders(
         root, image_files, "<dir>/<class>/<image> or train/ and test/ folders of that form",
         f"images: add {'/'.join(sorted(IMAGE_EXTENSIONS))} files")
 
 
-def load_image_folder(root: Path, name: str, limit: int | None, seed: int,
-                      progress: bool) -> ImageDataset:
-    """Decode the chosen images of the ImageFolder ``root`` (all of them without ``limit``)."""
-    classes, files, labels = _list_image_folder(root)
+def load_image_folder(root: Path, name: str, limit: int | None, seed: int, progress: bool,
+                      img_size: int | None = None, crop_ratio: float = 0.875) -> ImageDataset:
+    """Decode the chosen images of the ImageFolder ``root`` (all of them without ``limit``).
+
+    With ``img_size``, each image goes through ``EvalTransform(img_size, crop_ratio)`` (shorter
+    side to ``round(img_size / crop_ratio)``, centre ``img_size`` crop) as it is decoded, so
+    images of any sizes load; without it they must all share one size.
+    """
+    classes, files, labels = list_image_folder(root)
     keep = balanced_choice(labels, limit, seed)
     chosen = [files[i] for i in keep]
+    resize = None if img_size is None else EvalTransform(img_size, crop_ratio)
     pixels: np.ndarray | None = None
     for n, file in enumerate(_with_progress(chosen, name, progress)):
-        arr = _decode(file)
+        arr = _decode(file) if resize is None else resize(open_image(file))
         if pixels is None:
             pixels = np.empty((len(chosen), *arr.shape), dtype=np.uint8)
         elif arr.shape != pixels.shape[1:]:
             raise DataError(f"image {file!r} is {arr.shape[1]}x{arr.shape[0]} but "
                             f"{chosen[0]!r} is {pixels.shape[2]}x{pixels.shape[1]}: all images "
-                            "must share one size (resize them first)")
+                            "must share one size (resize them first, or give --img-size "
+                            "(img_size=) to resize and centre-crop each)")
         pixels[n] = arr
     assert pixels is not None  # there is at least one class, and no class is empty
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
@@ -116,18 +127,28 @@ def _with_progress(items: list[str], name: str, progress: bool) -> Iterable[str]
 
 def _decode(file: str) -> np.ndarray:
     """H x W x 3 uint8 RGB pixels of one image file; DataError names a corrupt one."""
-    from PIL import Image
+    return np.asarray(open_image(file), dtype=np.uint8)
 
+
+def open_image(file: str) -> Image.Image:
+    """The decoded image of one file, in RGB mode, detached from the file (which is closed).
+
+    A missing or unreadable file, or a corrupt or truncated one (decoded in full here, so that a
+    cut file fails now), raises `DataError` with a one-line message naming it.
+    """
     try:
         with Image.open(file) as img:
-            img.load()  # decode now, so that a truncated file fails here
-            rgb = img if img.mode == "RGB" else img.convert("RGB")
-            return np.asarray(rgb, dtype=np.uint8)
+            img.load()
+            rgb = to_rgb(img)
+            return img.copy() if rgb is img else rgb
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise DataError(f"image {file!r} cannot be read ({one_line(exc)}): check that it exists "
+                        "and is readable") from None
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
             Image.DecompressionBombError) as exc:
         raise DataError(f"image {file!r} is corrupt or truncated ({one_line(exc)}): replace or "
                         "remove it") from None
 
 
-__all__ = ["IMAGE_EXTENSIONS", "image_files", "list_class_folders", "load_image_folder",
-           "pick_split"]
+__all__ = ["IMAGE_EXTENSIONS", "image_files", "list_class_folders", "list_image_folder",
+           "load_image_folder", "open_image", "pick_split"]

@@ -37,7 +37,7 @@ class Ge2msT(nn.Module):
                  width: int = 48, depths=(2, 2, 6, 1), heads=(4, 8, 16), mlp_ratio: int = 3,
                  sconv_ratio: int = 2, windows=(4, 2), global_ratio: float = 0.5,
                  stem_kernel: int = 7, stem_stride: int = 2, stage1_stride: int = 2,
-                 T: int = 4, G: int = 2) -> None:
+                 T: int = 4, G: int = 2, drop_path_rate: float = 0.0) -> None:
         super().__init__()
         T, G = check_time_groups(T, G)
         for name, value in (("num_classes", num_classes), ("in_chans", in_chans),
@@ -60,6 +60,7 @@ class Ge2msT(nn.Module):
             if side % window:
                 raise ConfigError(f"stage {stage + 1} has a {side}x{side} token map at img_size "
                                   f"{img_size}: not divisible by its GW-SSA window {window}")
+        rates = _drop_rates(drop_path_rate, 2 * sum(depths))
         stem_dim = width // 2
         self.stem = ConvBN(in_chans, stem_dim, stem_kernel, stride=stem_stride)
         stages = []
@@ -68,15 +69,14 @@ class Ge2msT(nn.Module):
             blocks: list[nn.Module] = [Downsample(prev, dim, strides[i], T, G)]
             for _ in range(depth):
                 if i == 0:
-                    blocks += [Residual(SConv(dim, sconv_ratio, T, G)),
-                               Residual(SFFN(dim, mlp_ratio, T, G))]
+                    pair = [SConv(dim, sconv_ratio, T, G), SFFN(dim, mlp_ratio, T, G)]
                 elif i < 3:
-                    blocks += [Residual(TokenMixer(dim, heads[i - 1], window=windows[i - 1],
-                                                   global_ratio=global_ratio, T=T, G=G)),
-                               Residual(ConvSFFN(dim, mlp_ratio, T, G))]
+                    pair = [TokenMixer(dim, heads[i - 1], window=windows[i - 1],
+                                       global_ratio=global_ratio, T=T, G=G),
+                            ConvSFFN(dim, mlp_ratio, T, G)]
                 else:
-                    blocks += [Residual(TokenMixer(dim, heads[i - 1], T=T, G=G)),
-                               Residual(SFFN(dim, mlp_ratio, T, G))]
+                    pair = [TokenMixer(dim, heads[i - 1], T=T, G=G), SFFN(dim, mlp_ratio, T, G)]
+                blocks += [Residual(fn, rates.pop(0)) for fn in pair]
             stages.append(nn.Sequential(*blocks))
             prev = dim
         self.stages = nn.Sequential(*stages)
@@ -85,6 +85,14 @@ class Ge2msT(nn.Module):
 
     def forward(self, x):
         return self.head(self.stages(self.stem(x)))
+
+
+def _drop_rates(rate: float, blocks: int) -> list[float]:
+    """Stochastic-depth probabilities rising linearly from 0 to ``rate`` over the ``blocks``
+    residual blocks (the first block is never dropped)."""
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
+        raise ConfigError(f"drop_path_rate must lie in [0, 1), got {rate!r}")
+    return [rate * i / max(1, blocks - 1) for i in range(blocks)]
 
 
 _IMAGENET = dict(depths=(2, 2, 6, 1), heads=(4, 8, 16), mlp_ratio=3, windows=(4, 2))

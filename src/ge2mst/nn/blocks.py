@@ -14,10 +14,12 @@ shortcut, which accumulators do). All of them convert by module swap.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-from .._checks import whole_number
+from .._checks import in_unit_interval, whole_number
 from ..core.quantizers import ExpGQuant
+from ..errors import ConfigError
 from .attention import GWSSA, SSA
 from .layers import ConvBN
 
@@ -27,14 +29,32 @@ def _ratio(r: int) -> int:
 
 
 class Residual(nn.Module):
-    """x + fn(x) on the real-valued stream."""
+    """x + fn(x) on the real-valued stream, with stochastic depth while training.
 
-    def __init__(self, fn: nn.Module) -> None:
+    With ``drop_path`` > 0, in training mode the branch ``fn(x)`` of each image is dropped with
+    that probability and kept ones are scaled by ``1 / (1 - drop_path)`` (the mask is drawn from
+    the global torch generator, on ``x``'s device). In evaluation mode, and so in the converted
+    spiking network, the block is exactly ``x + fn(x)``.
+    """
+
+    def __init__(self, fn: nn.Module, drop_path: float = 0.0) -> None:
         super().__init__()
         self.fn = fn
+        self.drop_path = in_unit_interval("drop_path", drop_path)
+        if self.drop_path >= 1:
+            raise ConfigError(f"drop_path must lie in [0, 1), got {drop_path!r}")
 
     def forward(self, x):
-        return x + self.fn(x)
+        branch = self.fn(x)
+        if not self.training or self.drop_path == 0:
+            return x + branch
+        keep = 1.0 - self.drop_path
+        shape = (branch.shape[0],) + (1,) * (branch.dim() - 1)
+        mask = torch.empty(shape, dtype=branch.dtype, device=branch.device).bernoulli_(keep)
+        return x + branch * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"drop_path={self.drop_path}" if self.drop_path else ""
 
 
 class SConv(nn.Sequential):

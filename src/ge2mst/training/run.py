@@ -36,11 +36,12 @@ from torch.nn.parallel import DistributedDataParallel
 from ..analysis.verification import is_exact, verify
 from ..conversion.calibration import calibrate
 from ..conversion.kinds import method_of, training_method
-from ..data import load_dataset, normalize
 from ..errors import CheckpointError, ConfigError, DataError, Ge2msError
 from ..io.checkpoint import atomic_write_bytes, read_checkpoint, save_checkpoint
 from ..models import create_model, model_kwargs_for, model_spec
-from .trainer import TrainConfig, Trainer, accuracy
+from .inputs import first_images, load_splits, model_inputs, scoring_batches
+from .provenance import provenance
+from .trainer import TrainConfig, Trainer, count_hits
 
 STATE = "trainer.pt"
 METRICS = ("epoch", "loss", "train_accuracy", "test_accuracy", "p", "lr", "seconds")
@@ -81,7 +82,10 @@ def _config(args) -> TrainConfig:
                        hflip=args.hflip != "off", alternate_flip=args.hflip == "alternate",
                        schedule=args.schedule,
                        mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, ema_decay=args.ema_decay,
-                       amp=args.amp, seed=args.seed)
+                       amp=args.amp, seed=args.seed,
+                       auto_augment=getattr(args, "auto_augment", "none"),
+                       random_erase=getattr(args, "random_erase", 0.0),
+                       min_crop_scale=getattr(args, "min_crop_scale", 0.08))
 
 
 def _finetune_model(args, data) -> tuple[torch.nn.Module, dict]:
@@ -101,6 +105,8 @@ def _finetune_model(args, data) -> tuple[torch.nn.Module, dict]:
     for key, value in (("T", args.T), ("G", args.groups)):
         if value is not None:
             kwargs[key] = value
+    if getattr(args, "drop_path", 0):
+        kwargs["drop_path_rate"] = args.drop_path
     kwargs.update(dict(args.model_args))
     if model_spec(name).img_size not in (None, data.image_size[0]):  # built for one image side
         kwargs["img_size"] = data.image_size[0]
@@ -129,12 +135,14 @@ def _new_model(args, data, mean, std) -> tuple[torch.nn.Module, str, dict]:
     name = args.model or "ge2mst_cnn_tiny"
     method = _checked_method(name, model_spec(name).method, args.method)
     extra = {} if args.width is None else {"width": args.width}
+    if getattr(args, "drop_path", 0):
+        extra["drop_path_rate"] = args.drop_path
     kwargs = model_kwargs_for(name, num_classes=data.num_classes, in_chans=data.in_chans,
                               img_size=data.image_size[0], T=args.T, G=args.groups,
                               **extra, **dict(args.model_args))
     model = create_model(name, **kwargs)
     if method == "progressive":
-        calibrate(model, [normalize(data.images[:256], mean, std)], seed=args.seed)
+        calibrate(model, [first_images(model_inputs(data, mean, std), 256)], seed=args.seed)
     return model, method, {}
 
 
@@ -164,50 +172,18 @@ def run_training(args) -> dict | None:
             dist.destroy_process_group()
 
 
-def _git_commit() -> str | None:
-    """The commit of the ge2mst checkout this code runs from, or None (an installed package)."""
-    import subprocess
-
-    try:
-        done = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
-def provenance(device: torch.device) -> dict:
-    """What a figure needs beside it: the code's commit and version, torch, the device, the
-    threads and the start time of the run (recorded when a run starts)."""
-    import platform
-    from datetime import UTC, datetime
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ge2mst_version = version("ge2mst")
-    except PackageNotFoundError:  # pragma: no cover - a bare source tree
-        ge2mst_version = None
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
-    return {"commit": _git_commit(), "ge2mst_version": ge2mst_version, "torch": str(torch.__version__),
-            "device_name": name, "started": datetime.now(UTC).isoformat(timespec="seconds")}
-
-
-def _load(spec, args, split, limit):
-    extra = {key: value for key, value in (("frames", args.frames),
-                                           ("event_size", getattr(args, "event_size", None)))
-             if value is not None}  # event data only
-    return load_dataset(spec, split=split, limit=limit, seed=args.seed, cache_dir=args.data_dir,
-                        progress=not args.json, **extra)
-
-
 def _run(args, rank: int, size: int, device: torch.device) -> dict:
     out = Path(args.out)
     cfg = _config(args)
     state = _open_run(args, out)
     if args.amp and device.type == "cpu" and rank == 0 and not args.json:
         print("note: --amp on a CPU trains in bfloat16 autocast (quantizers stay float32)")
-    train_set, test_set = _load_splits(state["run"]["data"] if state else args.data, args, rank, size)
+    spec = state["run"]["data"] if state else args.data
+    train_set, test_set = _load_splits(spec, args, cfg, _img_size(args, state), rank, size)
+    if state and bool(state["run"].get("streamed")) != bool(getattr(train_set, "streaming", False)):
+        raise ConfigError("the resumed run read its images "
+                          f"{'streamed' if state['run'].get('streamed') else 'in memory'}: "
+                          "give the same --data-mode")
     if rank == 0 and not args.json:  # what the run trains on, before any time is spent
         print(f"train: {len(train_set):,} images of the train split"
               f"{'' if args.train_limit else ' (all; --train-limit for fewer)'}; held out: "
@@ -216,8 +192,9 @@ def _run(args, rank: int, size: int, device: torch.device) -> dict:
     model, run = _build_or_restore(args, state, train_set, device)
     mean, std, method = torch.tensor(run["mean"]), torch.tensor(run["std"]), run["method"]
     model.to(device)
-    x_train = normalize(train_set.images, mean, std)
-    x_test = normalize(test_set.images, mean, std)
+    workers = getattr(args, "workers", 0)
+    x_train = model_inputs(train_set, mean, std, workers)
+    x_test = model_inputs(test_set, mean, std, workers)
     _check_fits(model, run["model"], {"train": x_train, args.split: x_test}, device)
     net = model
     if size > 1:
@@ -229,7 +206,8 @@ def _run(args, rank: int, size: int, device: torch.device) -> dict:
     writer = _tensorboard(out, rank == 0 and args.tensorboard, trainer.step)
     logger = _EpochLogger(args, cfg, run, out, writer, x_test, test_set.labels, rank, size,
                           trainer.history)
-    history = trainer.fit(progress=not args.json, on_epoch_end=logger)
+    history = trainer.fit(progress=not args.json, on_epoch_end=logger, on_step=logger.mid_epoch,
+                          save_every=getattr(args, "save_every", 0) or 0)
     if writer is not None:
         writer.close()
     report = {"model": run["model"], "model_kwargs": run["model_kwargs"], "data": run["data"],
@@ -253,7 +231,7 @@ def _check_fits(model: torch.nn.Module, name: str, splits: dict, device: torch.d
     model.eval()
     try:
         for split, images in splits.items():
-            x = images[:1].to(device)
+            x = first_images(images, 1).to(device)
             try:
                 model(x)
             except (RuntimeError, Ge2msError) as exc:
@@ -278,12 +256,24 @@ def _open_run(args, out: Path) -> dict | None:
     return None
 
 
-def _load_splits(spec: str, args, rank: int, size: int):
+def _img_size(args, state: dict | None) -> int | None:
+    """The input side: ``--img-size``, else the resumed run's, else (streamed data only) the
+    side the model is registered for."""
+    if getattr(args, "img_size", None):
+        return args.img_size
+    if state and state["run"].get("img_size"):
+        return state["run"]["img_size"]
+    name = state["run"]["model"] if state else args.model
+    if getattr(args, "data_mode", "auto") == "stream" and name:
+        return model_spec(name).img_size
+    return None
+
+
+def _load_splits(spec: str, args, cfg: TrainConfig, img_size: int | None, rank: int, size: int):
     """The training and test splits; rank 0 unpacks archives before the other ranks read them."""
     for turn in range(2 if size > 1 else 1):
         if (rank == 0) == (turn == 0):
-            train_set = _load(spec, args, "train", args.train_limit)
-            test_set = _load(spec, args, args.split, args.limit)
+            train_set, test_set = load_splits(spec, args, cfg, img_size)
         if size > 1:
             dist.barrier()
     return train_set, test_set
@@ -301,7 +291,9 @@ def _build_or_restore(args, state: dict | None, train_set, device: torch.device)
     model, method, info = _new_model(args, train_set, mean, std)
     run = {"model": model.model_name, "model_kwargs": model.model_kwargs, "data": args.data,
            "mean": mean.tolist(), "std": std.tolist(), "method": method, **info,
-           **provenance(device)}
+           "streamed": bool(getattr(train_set, "streaming", False)), **provenance(device)}
+    if getattr(args, "img_size", None):
+        run["img_size"] = args.img_size
     return model, run
 
 
@@ -315,6 +307,13 @@ class _EpochLogger:
         self.x_test, self.y_test, self.rank, self.size = x_test, y_test, rank, size
         self.start = time.perf_counter()
         self.before = (history[-1].get("seconds") or 0.0) if history else 0.0
+
+    def mid_epoch(self, t: Trainer) -> None:
+        """A save within an epoch (``--save-every``): the trainer's state only."""
+        if self.rank == 0:
+            _save_state(t, self.run, self.out)
+        if self.size > 1:
+            dist.barrier()
 
     def __call__(self, t: Trainer, record: dict) -> None:
         record["test_accuracy"] = t.evaluate(self.x_test, self.y_test)
@@ -334,22 +333,33 @@ def _final_report(report: dict, final: torch.nn.Module, method: str, x_test, y_t
     """The last epoch's network scored on the test split: STBP as it is, QCFS in ANN mode
     (vanilla IF is not exact by design), ExpG converted and verified."""
     if method == "stbp":  # the trained network is the spiking network: nothing to convert
-        acc = accuracy(final, x_test, y_test)
+        acc = _accuracy(final, scoring_batches(x_test, y_test))
         return {**report, "ann_accuracy": None, "snn_accuracy": acc, "exact": None}
     if method_of(final) == "qcfs":
-        return {**report, "ann_accuracy": accuracy(final, x_test, y_test), "snn_accuracy": None,
+        return {**report, "ann_accuracy": _accuracy(final, scoring_batches(x_test, y_test)),
+                "snn_accuracy": None,
                 "exact": None, "note": "QCFS models convert to vanilla IF neurons, whose error shrinks "
                                        "with T only: see benchmarks/vanilla_if.py"}
-    batches = [(x_test[i:i + 128], y_test[i:i + 128]) for i in range(0, len(y_test), 128)]
-    check = verify(final, batches, step_mode="collapsed")
+    check = verify(final, scoring_batches(x_test, y_test), step_mode="collapsed")
     return {**report, "ann_accuracy": check.get("ann_accuracy"), "snn_accuracy": check.get("snn_accuracy"),
             "exact": is_exact(check), "exactness_failures": check["exactness_failures"]}
 
 
-def _save(t: Trainer, record: dict, run: dict, out: Path, cfg: TrainConfig, writer) -> None:
+@torch.no_grad()
+def _accuracy(model: torch.nn.Module, batches) -> float:
+    """Top-1 accuracy of ``model`` (on the CPU) over ``batches`` of (images, labels)."""
+    hits, count = count_hits(model, batches)
+    return hits / max(1, count)
+
+
+def _save_state(t: Trainer, run: dict, out: Path) -> None:
     buffer = io.BytesIO()
     torch.save({"trainer": t.state_dict(), "run": run}, buffer)
     atomic_write_bytes(out / STATE, buffer.getvalue())
+
+
+def _save(t: Trainer, record: dict, run: dict, out: Path, cfg: TrainConfig, writer) -> None:
+    _save_state(t, run, out)
     save_checkpoint(out / "last.safetensors", t.final_model, mean=run["mean"], std=run["std"],
                     data=run["data"], seed=cfg.seed, epoch=t.epoch, method=run.get("method"),
                     seconds=record.get("seconds"), training=asdict(cfg),

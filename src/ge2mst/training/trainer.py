@@ -13,102 +13,31 @@ Distributed data parallel: when ``torch.distributed`` is initialised (``torchrun
 draws the same global batch from the same generator, augments it identically and trains on its
 own slice ``batch[rank::world]``; the loss is scaled so that the averaged gradient is the global
 batch's mean gradient. Metrics are summed over ranks. BatchNorm statistics are per process.
+Streamed images (`ge2mst.training.sources.StreamInput`) are decoded by each rank for its own
+slice only, and can be saved mid-epoch (``fit(save_every=...)``): the epoch's order and running
+sums are part of the state.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .._checks import whole_number
 from .._faults import fault_point
 from .._files import LineProgress
 from .._files import progress as _progress
 from ..core.quantizers import quantizers, set_mixing
 from ..data.augment import augment
 from ..errors import ConfigError
+from .config import SCHEDULES, TrainConfig, learning_rate, mixing_fraction
+from .distributed import all_sum as _all_sum
+from .distributed import world
 from .ema import ModelEma
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    grad_clip: float = 5.0
-    ramp_end: float = 0.7  # fraction of training at which p reaches 1
-    crop_padding: int = 1
-    hflip: bool = False
-    alternate_flip: bool = False  # with hflip: each image flipped in every other epoch
-    schedule: str = "cosine"  # decay after the warm-up: "cosine" or "linear", to 0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    ema_decay: float = 0.0  # 0: no moving average
-    amp: bool = False
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            whole_number(name, getattr(self, name))
-        for name in ("lr", "weight_decay", "warmup_epochs", "label_smoothing", "grad_clip",
-                     "mixup_alpha", "cutmix_alpha", "ema_decay"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if not 0 < self.ramp_end <= 1:
-            raise ConfigError(f"ramp_end must lie in (0, 1], got {self.ramp_end}")
-        if self.crop_padding < 0:
-            raise ConfigError(f"crop_padding must be >= 0, got {self.crop_padding}")
-        if self.ema_decay >= 1:
-            raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.alternate_flip and not self.hflip:
-            raise ConfigError("alternate_flip needs hflip")
-
-
-#: learning-rate decays after the warm-up, both to 0 at the last step
-SCHEDULES = ("cosine", "linear")
-
-
-def mixing_fraction(step: int, total_steps: int, ramp_end: float) -> float:
-    """p of the progressive schedule after ``step`` of ``total_steps`` (1 from ``ramp_end`` on)."""
-    return min(1.0, step / max(1.0, ramp_end * total_steps))
-
-
-def learning_rate(step: int, total_steps: int, warmup_steps: int, base: float,
-                  schedule: str = "cosine") -> float:
-    """Linear warm-up over ``warmup_steps``, then ``schedule`` (cosine or linear) down to 0."""
-    if step < warmup_steps:
-        return base * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    if schedule == "linear":
-        return base * (1.0 - progress)
-    return base * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process; (0, 1) outside ``torch.distributed``."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_sum(values: list[float], device: torch.device) -> list[float]:
-    if world()[1] == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
+from .sources import StreamInput, is_streaming
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -135,11 +64,18 @@ class Trainer:
     batches go (the model must already be there).
     """
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 cfg: TrainConfig, device: torch.device | str | None = None,
-                 compile: bool = False) -> None:
-        if images.shape[0] != labels.shape[0]:
-            raise ConfigError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    def __init__(self, model: nn.Module, images: torch.Tensor | StreamInput,
+                 labels: torch.Tensor | None, cfg: TrainConfig,
+                 device: torch.device | str | None = None, compile: bool = False) -> None:
+        self.stream = images if is_streaming(images) else None
+        if self.stream is not None:
+            labels = self.stream.labels
+            if cfg.alternate_flip:
+                raise ConfigError("alternating flips need the images in memory: streamed images "
+                                  "are flipped at random (hflip)")
+        elif labels is None or images.shape[0] != labels.shape[0]:
+            raise ConfigError(f"{images.shape[0]} images but "
+                              f"{'no' if labels is None else labels.shape[0]} labels")
         self.rank, self.world = world()
         if cfg.batch_size < self.world:
             raise ConfigError(f"batch_size {cfg.batch_size} is smaller than the {self.world} "
@@ -150,12 +86,34 @@ class Trainer:
         # module (its state_dict keys stay those of the model)
         self.model = torch.compile(model) if compile else model
         self.device = torch.device(device) if device is not None else _device_of(self.net)
-        if self.device.type == "cuda":  # a data set that fits stays on the GPU: no copies
+        if self.device.type == "cuda" and self.stream is None:  # a set that fits stays there
             images, labels = images.to(self.device), labels.to(self.device)
         self.images, self.labels = images, labels
+        self.n = len(labels)
         self.num_classes = int(labels.max()) + 1 if labels.numel() else 1
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        self._optimizer()
+        self.ema = ModelEma(self.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.quantized = any(True for _ in quantizers(self.net))
+        # the learned clips, kept positive after each step
+        self._lambdas = [q.lam for _, q in quantizers(self.net) if isinstance(q.lam, nn.Parameter)]
+        self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
+        self.total = cfg.epochs * self.steps_per_epoch
+        self.warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
+        # alternating flips: a fixed random half of the images is flipped in even epochs, the
+        # other half in odd ones (every image seen both ways every two epochs); from the seed
+        self.flip_base = (torch.rand(self.n, generator=torch.Generator().manual_seed(cfg.seed + 1))
+                          < 0.5) if cfg.alternate_flip else None
+        self.epoch = 0  # completed epochs
+        self.step = 0
+        self.history: list[dict] = []
+        self._order: torch.Tensor | None = None  # the batch order of an epoch under way
+        self._sums: tuple = (0.0, 0.0, 0)  # its running loss, hits and skipped images
+
+    def _optimizer(self) -> None:
+        """AdamW; weight decay on the weights only (not on lambda, BatchNorm or biases)."""
+        cfg = self.cfg
         decay, no_decay = [], []
         for name, p in self.net.named_parameters():
             (no_decay if p.dim() <= 1 or name.endswith(".lam") else decay).append(p)
@@ -163,21 +121,6 @@ class Trainer:
                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
         fp16 = cfg.amp and self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
-        self.ema = ModelEma(self.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        self.quantized = any(True for _ in quantizers(self.net))
-        # the learned clips, kept positive after each step
-        self._lambdas = [q.lam for _, q in quantizers(self.net) if isinstance(q.lam, nn.Parameter)]
-        n = images.shape[0]
-        self.steps_per_epoch = math.ceil(n / cfg.batch_size)
-        self.total = cfg.epochs * self.steps_per_epoch
-        self.warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
-        # alternating flips: a fixed random half of the images is flipped in even epochs, the
-        # other half in odd ones (every image seen both ways every two epochs); from the seed
-        self.flip_base = (torch.rand(n, generator=torch.Generator().manual_seed(cfg.seed + 1))
-                          < 0.5) if cfg.alternate_flip else None
-        self.epoch = 0  # completed epochs
-        self.step = 0
-        self.history: list[dict] = []
 
     @property
     def final_model(self) -> nn.Module:
@@ -188,9 +131,15 @@ class Trainer:
         state = {"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
                  "generator": self.gen.get_state(), "epoch": self.epoch, "step": self.step,
                  "history": self.history, "config": asdict(self.cfg),
-                 "scaler": self.scaler.state_dict()}
+                 "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if self.ema is not None:
             state["ema"] = self.ema.module.state_dict()
+        if self._order is not None:  # saved mid-epoch: the epoch's order and running sums
+            loss_sum, correct, skipped = self._sums
+            state["epoch_order"] = self._order.clone()
+            state["partial"] = [float(loss_sum), float(correct), int(skipped)]
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -207,10 +156,16 @@ class Trainer:
         if self.ema is not None:
             self.ema.module.load_state_dict(state["ema"])
         self.epoch, self.step, self.history = state["epoch"], state["step"], list(state["history"])
+        if "torch_rng" in state:  # the global generator (stochastic depth draws from it)
+            torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self._order = state.get("epoch_order")
+        self._sums = tuple(state.get("partial", (0.0, 0.0, 0)))
 
     def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The global batch ``idx``, augmented and mixed on every rank alike, then this rank's
-        slice: (inputs, targets for the loss, labels for the accuracy)."""
+        """The global batch ``idx`` from memory, augmented and mixed on every rank alike, then
+        this rank's slice: (inputs, targets for the loss, labels for the accuracy)."""
         cfg = self.cfg
         flips = None
         if self.flip_base is not None:
@@ -218,15 +173,36 @@ class Trainer:
         x = augment(self.images[idx.to(self.images.device)].to(self.device), self.gen,
                     padding=cfg.crop_padding, hflip=cfg.hflip, flips=flips)
         y = self.labels[idx.to(self.labels.device)].to(self.device)
-        target = y
-        if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
-            from ..data.augment import mix_batch
-
-            x, target = mix_batch(x, y, self.num_classes, self.gen, mixup_alpha=cfg.mixup_alpha,
-                                  cutmix_alpha=cfg.cutmix_alpha, label_smoothing=cfg.label_smoothing)
+        x, target = self._mix(x, y)
         if self.world > 1:
             x, target, y = (t[self.rank::self.world] for t in (x, target, y))
         return x, target, y
+
+    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup / cutmix when configured: (images, soft targets); else (images, labels)."""
+        cfg = self.cfg
+        if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
+            from ..data.augment import mix_batch
+
+            return mix_batch(x, y, self.num_classes, self.gen, mixup_alpha=cfg.mixup_alpha,
+                             cutmix_alpha=cfg.cutmix_alpha, label_smoothing=cfg.label_smoothing)
+        return x, y
+
+    def _batches(self, index_lists: list[torch.Tensor]):
+        """(inputs, targets, labels, skipped images) of this rank for each global batch.
+
+        From memory, every rank augments the whole global batch and keeps its slice; streamed,
+        every rank decodes only its slice ``idx[rank::world]`` (augmented per image from
+        (seed, epoch, index)), and mixup / cutmix pair images within that slice.
+        """
+        if self.stream is None:
+            for idx in index_lists:
+                yield (*self._batch(idx), 0)
+            return
+        keys = [[(i, self.epoch) for i in idx[self.rank::self.world].tolist()]
+                for idx in index_lists]
+        for x, y, skipped in self.stream.batches(keys, self.device):
+            yield (*self._mix(x, y), y, skipped)
 
     def _train_step(self, x: torch.Tensor, target: torch.Tensor, p: float, size: int):
         """One optimizer step on a batch of ``size`` images at mixing fraction ``p``: the logits,
@@ -260,64 +236,97 @@ class Trainer:
             self.ema.update(self.net, self.step)
         return out, losses, loss
 
-    def run_epoch(self, bar=None) -> dict:
+    def run_epoch(self, bar=None, on_step=None, save_every: int = 0) -> dict:
+        """Train one epoch, or what is left of it after a mid-epoch resume; with ``save_every``
+        call ``on_step(trainer)`` after every ``save_every``-th step (not the epoch's last)."""
         cfg = self.cfg
-        n = self.images.shape[0]
         self.model.train()
-        order = torch.randperm(n, generator=self.gen)
+        if self._order is None:
+            self._order = torch.randperm(self.n, generator=self.gen)
+            self._sums = (0.0, 0.0, 0)
+        start = (self.step - self.epoch * self.steps_per_epoch) * cfg.batch_size
+        index_lists = list(self._order[start:].split(cfg.batch_size))
         # running sums stay on the device: a step never waits for it; the host looks only every
         # SYNC_EVERY steps (progress bar, non-finite loss) and at the end of the epoch
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        loss_sum = torch.full((), self._sums[0], dtype=torch.float64, device=self.device)
+        correct = torch.full((), self._sums[1], dtype=torch.float64, device=self.device)
+        skipped = self._sums[2]
         finite = torch.ones((), dtype=torch.bool, device=self.device)
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
-            x, target, y = self._batch(idx)
+        batches = self._batches(index_lists)
+        for left, (x, target, y, lost) in zip(range(len(index_lists) - 1, -1, -1), batches,
+                                              strict=True):
             p = mixing_fraction(self.step, self.total, cfg.ramp_end)
-            out, losses, loss = self._train_step(x, target, p, len(idx))
+            out, losses, loss = self._train_step(x, target, p, len(index_lists[-1 - left]))
             with torch.no_grad():
                 finite &= torch.isfinite(loss)
                 loss_sum += losses.detach().sum()
                 correct += (out.argmax(1) == y).sum()
+            skipped += lost
+            self._sums = (loss_sum, correct, skipped)
             self.step += 1
             fault_point("step", self.step)
-            last = i + cfg.batch_size >= n
-            if self.step % SYNC_EVERY == 0 or last:
-                if not bool(finite):
-                    raise FloatingPointError(f"the loss became non-finite (NaN or inf) at epoch "
-                                             f"{self.epoch + 1}, before step {self.step}")
-                if bar is not None:
-                    bar.set_postfix(epoch=self.epoch + 1,
-                                    loss=f"{float(losses.detach().mean()):.3f}", p=f"{p:.2f}")
+            if self.step % SYNC_EVERY == 0 or not left:
+                self._look(finite, losses, p, bar)
             if bar is not None:
                 bar.update(1)
-        loss_sum, correct = _all_sum([float(loss_sum), float(correct)], self.device)
+            if on_step is not None and save_every and self.step % save_every == 0 and left:
+                on_step(self)
+        return self._end_epoch(loss_sum, correct, skipped)
+
+    def _look(self, finite: torch.Tensor, losses: torch.Tensor, p: float, bar) -> None:
+        """The host's look at the device: stop on a non-finite loss, refresh the bar."""
+        if not bool(finite):
+            raise FloatingPointError(f"the loss became non-finite (NaN or inf) at epoch "
+                                     f"{self.epoch + 1}, before step {self.step}")
+        if bar is not None:
+            bar.set_postfix(epoch=self.epoch + 1, loss=f"{float(losses.detach().mean()):.3f}",
+                            p=f"{p:.2f}")
+
+    def _end_epoch(self, loss_sum: torch.Tensor, correct: torch.Tensor, skipped: int) -> dict:
+        cfg = self.cfg
+        loss_sum, correct, skipped = _all_sum([float(loss_sum), float(correct), float(skipped)],
+                                              self.device)
+        self._order, self._sums = None, (0.0, 0.0, 0)
         self.epoch += 1
         p = mixing_fraction(self.step, self.total, cfg.ramp_end)
         set_mixing(self.net, p)  # the record's p is the one its test accuracy is measured at
         if self.ema is not None:
             set_mixing(self.ema.module, p)
-        record = {"epoch": self.epoch, "loss": loss_sum / n, "train_accuracy": correct / n,
+        seen = max(1.0, self.n - skipped)
+        record = {"epoch": self.epoch, "loss": loss_sum / seen, "train_accuracy": correct / seen,
                   "p": p if self.quantized else None,
                   "lr": learning_rate(self.step - 1, self.total, self.warmup, cfg.lr,
                                       cfg.schedule)}
+        if self.stream is not None:
+            record["skipped_images"] = int(skipped)
         self.history.append(record)
         return record
 
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        """Accuracy of `final_model` on ``images``, shared over the ranks."""
-        if self.world == 1:
+    def evaluate(self, images: torch.Tensor | StreamInput,
+                 labels: torch.Tensor | None = None) -> float:
+        """Accuracy of `final_model` on ``images`` (a tensor, or a streaming folder), shared
+        over the ranks."""
+        if self.world == 1 and not is_streaming(images):
             return accuracy(self.final_model, images, labels)
-        for net in {id(self.net): self.net, id(self.final_model): self.final_model}.values():
-            for buffer in net.buffers():  # BN statistics are per process: rank 0's count
-                dist.broadcast(buffer, 0)
-        part = accuracy(self.final_model, images[self.rank::self.world], labels[self.rank::self.world])
-        count = len(range(self.rank, images.shape[0], self.world))
-        hits, total = _all_sum([part * count, float(count)], self.device)
-        return hits / total
+        if self.world > 1:
+            for net in {id(self.net): self.net, id(self.final_model): self.final_model}.values():
+                for buffer in net.buffers():  # BN statistics are per process: rank 0's count
+                    dist.broadcast(buffer, 0)
+        if is_streaming(images):
+            batches = images.evaluation_batches(self.device, rank=self.rank, world=self.world)
+            hits, count = count_hits(self.final_model, batches)
+        else:
+            part = accuracy(self.final_model, images[self.rank::self.world],
+                            labels[self.rank::self.world])
+            count = len(range(self.rank, images.shape[0], self.world))
+            hits = part * count
+        hits, total = _all_sum([float(hits), float(count)], self.device)
+        return hits / max(1.0, total)
 
-    def fit(self, progress: bool = True, on_epoch_end=None) -> list[dict]:
-        """Train the remaining epochs; ``on_epoch_end(trainer, record)`` after each one."""
+    def fit(self, progress: bool = True, on_epoch_end=None, on_step=None,
+            save_every: int = 0) -> list[dict]:
+        """Train the remaining epochs; ``on_epoch_end(trainer, record)`` after each one, and
+        ``on_step(trainer)`` every ``save_every`` steps within an epoch (mid-epoch saves)."""
         bar = _progress(None, "train", progress and self.rank == 0, total=self.total, unit="step",
                         disable=None, mininterval=0.5)
         if progress and self.rank == 0 and (bar is None or bar.disable):  # no terminal: lines
@@ -327,7 +336,7 @@ class Trainer:
         if bar is not None and self.step:  # a resumed run starts where it stopped
             bar.update(self.step)
         while self.epoch < self.cfg.epochs:
-            record = self.run_epoch(bar)
+            record = self.run_epoch(bar, on_step, save_every)
             if on_epoch_end is not None:
                 on_epoch_end(self, record)
         if bar is not None:
@@ -342,6 +351,17 @@ def _device_of(model: nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
     return torch.device("cpu")
+
+
+@torch.no_grad()
+def count_hits(model: nn.Module, batches) -> tuple[int, int]:
+    """(correct predictions, images) of ``model`` over ``batches`` of (images, labels)."""
+    model.eval()
+    hits = count = 0
+    for x, y in batches:
+        hits += int((model(x).argmax(1) == y).sum())
+        count += int(y.shape[0])
+    return hits, count
 
 
 def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
@@ -363,5 +383,5 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / max(1, images.shape[0])
 
 
-__all__ = ["ModelEma", "TrainConfig", "Trainer", "accuracy", "learning_rate", "mixing_fraction", "train",
-           "world"]
+__all__ = ["SCHEDULES", "ModelEma", "TrainConfig", "Trainer", "accuracy", "count_hits",
+           "learning_rate", "mixing_fraction", "train", "world"]
