@@ -8,10 +8,10 @@ in a temporary folder, then
 1. **decode + augment images/s** against ``--workers`` 0, 1, 2: one training epoch of keys through
    `StreamInput.batches` (Pillow decode, RandomResizedCrop to 224, flip, TrivialAugment, random
    erasing, normalisation), batches of 64, no model;
-2. **peak memory of a streaming training epoch**: ``ge2mst train --data-mode stream --img-size 224
-   --workers 2`` on the folder for one epoch with the tiniest CNN, in a fresh process; its peak
-   resident memory (the process and its workers, from ``getrusage``) beside the float32 size of
-   the decoded images an in-memory run would hold.
+2. **peak memory of a training epoch**, streamed (2 workers) and in memory, each in a fresh
+   process, with a model so small that the data dominate: the peak resident memory of the
+   training process and of its largest worker (``getrusage``), beside the float32 size of the
+   decoded images.
 
 Every figure comes with the device (CPU model, cores) and torch version.
 """
@@ -67,22 +67,46 @@ def decode_speed(root: Path, workers: int, batch: int = 64) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def epoch_memory(root: Path, out: Path) -> dict:
-    code = ("import resource, sys, json; from ge2mst.cli import main; rc = main(sys.argv[1:]); "
-            "s = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-            "c = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss; "
-            "print(json.dumps({'rc': rc, 'self_kib': s, 'workers_kib': c}), file=sys.stderr)")
-    argv = ["train", "--data", str(root), "--data-mode", "stream", "--img-size", "224",
-            "--workers", "2", "--epochs", "1", "--batch-size", "64", "--model", "ge2mst_cnn_tiny",
-            "--hflip", "--no-tensorboard", "--json", "--out", str(out)]
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+_EPOCH = """
+import json, resource, sys, time
+from pathlib import Path
+import torch
+from torch import nn
+from ge2mst.core.quantizers import ExpGQuant
+from ge2mst.data import TrainTransform, load_dataset, open_stream
+from ge2mst.training.sources import StreamInput
+from ge2mst.training.trainer import TrainConfig, Trainer
+
+mode, folder = sys.argv[1], Path(sys.argv[2])
+torch.manual_seed(0)
+model = nn.Sequential(nn.AvgPool2d(8), nn.Flatten(1), nn.Linear(3 * 28 * 28, 64),
+                      ExpGQuant(T=4, G=2), nn.Linear(64, 10))
+cfg = TrainConfig(epochs=1, batch_size=64, hflip=True)
+start = time.perf_counter()
+if mode == "stream":
+    data = open_stream(folder, "bench", 224, None, 0, TrainTransform(224, hflip=0.5))
+    trainer = Trainer(model, StreamInput(data, torch.zeros(3), torch.ones(3), workers=2), None, cfg)
+else:
+    data = load_dataset(folder, img_size=224)
+    trainer = Trainer(model, data.images, data.labels, cfg)
+trainer.fit(progress=False)
+print(json.dumps({"seconds": time.perf_counter() - start,
+                  "self_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "workers_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
+
+
+def epoch_memory(root: Path, mode: str) -> dict:
+    """Peak resident memory of one training epoch over the folder at 224 px, in a fresh
+    process: ``stream`` (2 workers) or ``memory`` (decoded first), with a model so small that
+    the data dominate (average-pool to 28 x 28, two linear layers, one ExpG quantizer)."""
+    done = subprocess.run([sys.executable, "-c", _EPOCH, mode, str(root / "train")],
+                          capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
-    usage = json.loads(done.stderr.strip().splitlines()[-1])
-    return {"seconds": seconds, "peak_rss_training_process_mib": usage["self_kib"] / 1024,
-            "peak_rss_one_worker_mib": usage["workers_kib"] / 1024}
+    usage = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"seconds": usage["seconds"], "peak_rss_training_process_mib": usage["self_kib"] / 1024,
+            "peak_rss_largest_worker_mib": usage["workers_kib"] / 1024}
 
 
 def device() -> str:
@@ -106,7 +130,7 @@ def main() -> None:
         root = make_folder(Path(tmp) / "folder", args.images)
         on_disk = sum(f.stat().st_size for f in root.rglob("*.jpg"))
         speed = {w: decode_speed(root, w) for w in (0, 1, 2)}
-        memory = epoch_memory(root, Path(tmp) / "run")
+        memory = {mode: epoch_memory(root, mode) for mode in ("stream", "memory")}
     result = {"device": device(), "images": args.images, "jpeg_mib": on_disk / 2**20,
               "decoded_float32_mib": decoded_bytes(args.images, 224) / 2**20,
               "decode_augment_img_per_s": speed, "epoch": memory,
@@ -117,9 +141,11 @@ def main() -> None:
     print("| workers | decode + augment, img/s |\n|---|---|")
     for w, v in speed.items():
         print(f"| {w} | {v:.0f} |")
-    print(f"streaming training epoch (ge2mst_cnn_tiny, 2 workers): {memory['seconds']:.0f} s, "
-          f"peak RSS {memory['peak_rss_training_process_mib']:.0f} MiB (training process) + "
-          f"{memory['peak_rss_one_worker_mib']:.0f} MiB (largest worker)")
+    print("| one training epoch at 224 px | seconds | peak RSS, training process (MiB) | "
+          "largest worker (MiB) |\n|---|---|---|---|")
+    for mode, m in memory.items():
+        print(f"| {mode} | {m['seconds']:.0f} | {m['peak_rss_training_process_mib']:.0f} | "
+              f"{m['peak_rss_largest_worker_mib']:.0f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
