@@ -218,3 +218,13 @@ def test_a_bad_config_file_is_one_line(tmp_path, capsys, text, match):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert match in err
+
+
+def test_eval_and_verify_take_images_of_any_size_with_img_size(small_folder, capsys):
+    common = ["--data", str(small_folder), "--model", "ge2mst_cnn_tiny", "--limit", "12",
+              "--img-size", str(SIDE), "--json"]
+    assert main(["verify", *common]) == 0
+    check = json.loads(capsys.readouterr().out)
+    assert check["images"] == 12 and check["exact"] is True
+    assert main(["verify", *common[:-3], "--json"]) == 2  # mixed sizes without --img-size
+    assert "--img-size" in capsys.readouterr().err
