@@ -38,3 +38,10 @@ def test_quickstart_is_repeatable_with_a_seed(tmp_path, capsys):
         reports.append(json.loads(capsys.readouterr().out))
     assert reports[0]["history"] == reports[1]["history"]
     assert reports[0]["energy"]["sops"] == reports[1]["energy"]["sops"]
+
+
+def test_quickstart_resizes_the_images_to_img_size(tmp_path, capsys):
+    code = main(["quickstart", "--out", str(tmp_path / "q"), "--epochs", "1", "--train-limit", "100",
+                 "--limit", "40", "--img-size", "12", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["image_size"] == [12, 12] and report["exact"] is True

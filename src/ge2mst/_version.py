@@ -1,3 +1,3 @@
 """The package version, a leaf that anything may import (the package root re-exports it)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -41,7 +41,7 @@ class ModelSpec:
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, method: str = "progressive",
-                   img_size: int | None = None):
+                   img_size: int | None = None) -> Callable:
     """Decorator: register ``fn`` under its function name, with its `ModelSpec` metadata.
 
     ``@register_model`` or ``@register_model(method="stbp", img_size=32)``.

@@ -27,10 +27,11 @@ def run_quickstart(args) -> dict:
     writes report.json (and report.png with matplotlib) and the checkpoint under ``args.out``."""
     torch.manual_seed(args.seed)
     out = Path(args.out)
-    train_set = load_dataset(args.data, split="train", limit=args.train_limit, seed=args.seed,
-                             cache_dir=args.data_dir, progress=not args.json)
-    test_set = load_dataset(args.data, split=args.split, limit=args.limit, seed=args.seed,
-                            cache_dir=args.data_dir, progress=not args.json)
+    common = dict(seed=args.seed, cache_dir=args.data_dir, progress=not args.json,
+                  img_size=getattr(args, "img_size", None),
+                  crop_ratio=getattr(args, "crop_ratio", 0.875))
+    train_set = load_dataset(args.data, split="train", limit=args.train_limit, **common)
+    test_set = load_dataset(args.data, split=args.split, limit=args.limit, **common)
     mean, std = train_set.channel_stats()
     x_train = normalize(train_set.images, mean, std)
     x_test = normalize(test_set.images, mean, std)
@@ -54,6 +55,7 @@ def run_quickstart(args) -> dict:
         "model": args.model, "T": args.T, "groups": args.groups,
         "params": sum(p.numel() for p in model.parameters()),
         "data": args.data, "train_images": len(train_set), "test_images": len(test_set),
+        "image_size": list(train_set.image_size),
         "epochs": args.epochs, "seed": args.seed, "train_seconds": train_seconds,
         "device": f"cpu ({platform.processor() or platform.machine()}, "
                   f"{torch.get_num_threads()} threads)",
