@@ -228,3 +228,13 @@ def test_eval_and_verify_take_images_of_any_size_with_img_size(small_folder, cap
     assert check["images"] == 12 and check["exact"] is True
     assert main(["verify", *common[:-3], "--json"]) == 2  # mixed sizes without --img-size
     assert "--img-size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", [{"auto_augment": "rand"}, {"random_erase": 0.25},
+                                     {"min_crop_scale": 0.3}])
+def test_streamed_only_augmentation_is_refused_for_images_in_memory(setting):
+    from ge2mst.errors import ConfigError
+
+    images, labels = torch.rand(8, 3, SIDE, SIDE), torch.arange(8) % 4
+    with pytest.raises(ConfigError, match="streamed images only"):
+        Trainer(_model(), images, labels, TrainConfig(epochs=1, batch_size=4, **setting))

@@ -71,6 +71,16 @@ class TrainConfig:
         if self.alternate_flip and not self.hflip:
             raise ConfigError("alternate_flip needs hflip")
 
+    def check_in_memory(self) -> None:
+        """ConfigError when the per-image augmentation of streamed images is asked of images in
+        memory (which are cropped from padding and flipped on the device instead)."""
+        asked = [name for name, on in (("auto_augment", self.auto_augment != "none"),
+                                       ("random_erase", self.random_erase > 0),
+                                       ("min_crop_scale", self.min_crop_scale != 0.08)) if on]
+        if asked:
+            raise ConfigError(f"{', '.join(asked)} apply to streamed images only (--data-mode "
+                              "stream); images in memory are augmented with crop_padding and hflip")
+
 
 def mixing_fraction(step: int, total_steps: int, ramp_end: float) -> float:
     """p of the progressive schedule after ``step`` of ``total_steps`` (1 from ``ramp_end`` on)."""

@@ -76,6 +76,8 @@ class Trainer:
         elif labels is None or images.shape[0] != labels.shape[0]:
             raise ConfigError(f"{images.shape[0]} images but "
                               f"{'no' if labels is None else labels.shape[0]} labels")
+        else:
+            cfg.check_in_memory()
         self.rank, self.world = world()
         if cfg.batch_size < self.world:
             raise ConfigError(f"batch_size {cfg.batch_size} is smaller than the {self.world} "
