@@ -89,9 +89,9 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             converted `SpikingNetwork` (then only ``mode="snn"``).
         batches: (normalised images B x C x H x W, labels B or None) pairs.
         mode: ``"ann"``, ``"snn"`` or ``"both"``.
-        form, encoding: passed to `convert` (ignored for a `SpikingNetwork` or an STBP model);
-            ``encoding=None``: ``"repeat"`` for QCFS models (the vanilla IF convention), else
-            ``"once"``.
+        form: passed to `convert` (ignored for a `SpikingNetwork` or an STBP model).
+        encoding: passed to `convert` (ignored likewise); ``None``: ``"repeat"`` for QCFS
+            models (the vanilla IF convention), else ``"once"``.
         dtype: arithmetic of both modes, ``"float64"`` (default, the exact comparison) or
             ``"float32"``.
         preset: energy preset of the operation counts.

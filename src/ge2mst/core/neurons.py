@@ -32,7 +32,8 @@ class ExpGIF(SpikingNeuron):
     """Grouped-exponential-coding IF neuron.
 
     Args:
-        T, G: time steps and temporal groups (G divides T).
+        T: time steps.
+        G: temporal groups (G divides T).
         lam: the clip lambda of the quantizer this neuron replaces (delta = lam / n_max).
         signed: ternary spikes carrying the sign of the membrane (for Q, K, V).
         form: ``"search"`` (form A: binary search over the boundaries, then the stored pattern) or

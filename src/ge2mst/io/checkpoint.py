@@ -78,13 +78,13 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
-                    **override) -> tuple[nn.Module, dict]:
+                    **override: object) -> tuple[nn.Module, dict]:
     """Rebuild the model recorded in a checkpoint and load its weights.
 
     Args:
         path: the ``.safetensors`` file.
         model_name: if given, the checkpoint must be of this model.
-        override: model keyword arguments that replace the recorded ones (e.g. ``T``, ``G``).
+        **override: model keyword arguments that replace the recorded ones (e.g. ``T``, ``G``).
     """
     tensors, config = read_checkpoint(path)
     name = config.get("model")

@@ -95,7 +95,9 @@ def exact_group_attention(nq: torch.Tensor, nk: torch.Tensor, nv: torch.Tensor, 
     """Attention on integer codes, exact in float64.
 
     Args:
-        nq, nk, nv: codes, ... x n x d (any integer or float dtype holding integers).
+        nq: query codes, ... x n x d (any integer or float dtype holding integers).
+        nk: key codes, of the same form.
+        nv: value codes, of the same form.
         score_scale: dq * dk * s, applied to the integer scores nq nk^T.
         attn_codes: maps the float64 scores to the attention neuron's integer codes.
         out_scale: da * dv, applied to the integer output na nv.
@@ -207,7 +209,8 @@ class GWSSA(GroupedAttention):
         k: groups per side (k*k groups), or None to derive it from ``window``.
         window: tokens per group side (k = H / window), or None when ``k`` is given.
         conv_branch: add the depthwise 3x3 convolution branch on the input.
-        T, G: ExpG coding of Q, K, V and of the attention matrix.
+        T: time steps of the ExpG coding of Q, K, V and of the attention matrix.
+        G: temporal groups of that coding.
     """
 
     def __init__(self, dim: int, heads: int, global_ratio: float = 0.5, k: int | None = None,
