@@ -179,22 +179,29 @@ class TrainTransform:
         return img
 
 
-def _crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
-              rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """(left, top, width, height) of a random crop: area fraction uniform in ``scale``, aspect
-    (width / height) log-uniform in ``ratio``; after 10 misses, the centre crop of the whole
-    image clamped to ``ratio``."""
-    area = width * height
+def _random_box(width: int, height: int, area: tuple[float, float], ratio: tuple[float, float],
+                rng: np.random.Generator) -> tuple[int, int, int, int] | None:
+    """(left, top, width, height) of a box inside a ``width x height`` image whose area fraction
+    is uniform in ``area`` and whose aspect (width / height) is log-uniform in ``ratio``, at a
+    uniform position; None after 10 draws that do not fit."""
     log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
     for _ in range(_TRIES):
-        target = area * rng.uniform(scale[0], scale[1])
+        target = width * height * rng.uniform(area[0], area[1])
         aspect = math.exp(rng.uniform(log_low, log_high))
         w = round(math.sqrt(target * aspect))
         h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
-            left = int(rng.integers(width - w + 1))
-            top = int(rng.integers(height - h + 1))
-            return left, top, w, h
+            return int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1)), w, h
+    return None
+
+
+def _crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
+              rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """(left, top, width, height) of a random crop (`_random_box`); after 10 misses, the centre
+    crop of the whole image clamped to ``ratio``."""
+    box = _random_box(width, height, scale, ratio, rng)
+    if box is not None:
+        return box
     w, h = width, height
     if width / height < ratio[0]:
         h = max(1, min(height, round(width / ratio[0])))
@@ -204,20 +211,13 @@ def _crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[
 
 
 def _erase(pixels: np.ndarray, rng: np.random.Generator) -> None:
-    """Fill one random box of ``pixels`` (H x W x 3, in place) with uniform uint8 noise; no box
-    after 10 tries that do not fit leaves the pixels as they are."""
+    """Fill one random box of ``pixels`` (H x W x 3, in place; height / width log-uniform in
+    `_ERASE_RATIO`) with uniform uint8 noise; no box after 10 misses leaves them as they are."""
     rows, cols = pixels.shape[:2]
-    log_low, log_high = math.log(_ERASE_RATIO[0]), math.log(_ERASE_RATIO[1])
-    for _ in range(_TRIES):
-        target = rows * cols * rng.uniform(*_ERASE_AREA)
-        aspect = math.exp(rng.uniform(log_low, log_high))
-        h = round(math.sqrt(target * aspect))
-        w = round(math.sqrt(target / aspect))
-        if 0 < h <= rows and 0 < w <= cols:
-            top = int(rng.integers(rows - h + 1))
-            left = int(rng.integers(cols - w + 1))
-            pixels[top:top + h, left:left + w] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            return
+    box = _random_box(cols, rows, _ERASE_AREA, (1 / _ERASE_RATIO[1], 1 / _ERASE_RATIO[0]), rng)
+    if box is not None:
+        left, top, w, h = box
+        pixels[top:top + h, left:left + w] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def apply_op(img: Image.Image, op: str, level: float, wide: bool = False) -> Image.Image:
