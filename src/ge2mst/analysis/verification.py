@@ -59,9 +59,7 @@ def verify(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor 
     Args:
         model: a trained or calibrated network with quantizers (p = 1).
         batches: iterable of (images B x C x H x W, labels B or None), already normalised.
-        step_mode: passed to `convert`.
-        form: passed to `convert`.
-        encoding: passed to `convert`.
+        step_mode: passed to `convert`, as ``form`` and ``encoding`` are.
         dtype: ``"float64"`` (default: both modes in double precision, the tight check) or
             ``"float32"``.
         reference: the ANN compared with: ``"trained"`` (as trained, BatchNorm separate) or
