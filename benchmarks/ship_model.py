@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--verify", help="ge2mst verify --json report")
     parser.add_argument("--command", required=True, help="the ge2mst train command of the run")
     parser.add_argument("--eval-command", default=None)
+    parser.add_argument("--data-name", default="cifar10",
+                        help="what --data to give ge2mst eval for this model (quickstart's hint)")
     args = parser.parse_args()
     run = Path(args.run)
     tensors, config = read_checkpoint(run / "last.safetensors")
@@ -124,7 +126,7 @@ def main() -> None:
     index[args.name] = {"file": f"{args.name}.safetensors", "card": f"{args.name}.md",
                         "sha256": sha256_of(WEIGHTS / f"{args.name}.safetensors"),
                         "snn_top1": ev.get("snn", {}).get("top1"), "test_images": ev.get("images"),
-                        "data_sha256": data_sha}
+                        "data_sha256": data_sha, "data": args.data_name}
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     print(text)
 

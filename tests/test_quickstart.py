@@ -45,3 +45,15 @@ def test_quickstart_resizes_the_images_to_img_size(tmp_path, capsys):
                  "--limit", "40", "--img-size", "12", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["image_size"] == [12, 12] and report["exact"] is True
+
+
+def test_the_summary_points_at_each_shipped_model(monkeypatch):
+    from ge2mst.cli import quickstart
+
+    monkeypatch.setattr("ge2mst.models.pretrained.shipped_weights", lambda: {
+        "ge2mst_cifar_tiny": {"snn_top1": 0.8612, "test_images": 5000, "data": "cifar10"}})
+    (line,) = quickstart.shipped_hint()
+    assert "86.12% on 5,000 test images" in line
+    assert line.endswith("ge2mst eval --model ge2mst_cifar_tiny --pretrained --data cifar10")
+    monkeypatch.setattr("ge2mst.models.pretrained.shipped_weights", lambda: {})
+    assert quickstart.shipped_hint() == []

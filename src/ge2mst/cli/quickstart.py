@@ -72,3 +72,19 @@ def _print_summary(report: dict) -> None:
           f"{report['files']['checkpoint']}")
     print("verdict          " + ("EXACT: the spiking network reproduces the ANN on every image"
                                  if report["exact"] else "NOT EXACT: see report.json"))
+    for line in shipped_hint():
+        print(line)
+
+
+def shipped_hint() -> list[str]:
+    """Where to go next: the trained models that ship with ge2mst, one command each (nothing
+    when none ships)."""
+    from ..models.pretrained import shipped_weights
+
+    lines = []
+    for name, entry in sorted(shipped_weights().items()):
+        top1, images = entry.get("snn_top1"), entry.get("test_images")
+        what = f" (SNN top-1 {top1:.2%} on {images:,} test images)" if top1 and images else ""
+        lines.append(f"next             a trained {name} ships with ge2mst{what}: "
+                     f"ge2mst eval --model {name} --pretrained --data {entry.get('data', 'DATA')}")
+    return lines
