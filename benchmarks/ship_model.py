@@ -89,7 +89,7 @@ def card(name: str, config: dict, rows: list[dict], ev: dict, ver: dict | None, 
     step = max(1, len(rows) // 12)
     for r in rows[::step] + ([rows[-1]] if (len(rows) - 1) % step else []):
         lines.append(f"| {r['epoch']} | {float(r['loss']):.4f} | {float(r['train_accuracy']):.2%} | "
-                     f"{float(r['test_accuracy']):.2%} | {r['p']} | {float(r['lr']):.2e} | "
+                     f"{float(r['test_accuracy']):.2%} | {float(r['p']):.2f} | {float(r['lr']):.2e} | "
                      f"{float(r['seconds']) / 3600:.2f} |")
     return "\n".join(line for line in lines if line is not None) + "\n"
 
