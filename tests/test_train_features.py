@@ -208,8 +208,7 @@ def test_alternating_flips_show_every_image_both_ways_every_two_epochs():
     trainer = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), images, labels, cfg)
 
     def flipped_in_epoch(epoch: int) -> torch.Tensor:
-        trainer.epoch = epoch
-        x, _, _ = trainer._batch(torch.arange(n))
+        ((x, _, _, _),) = trainer.data.epoch([torch.arange(n)], epoch)
         return x[:, 0, 0, 0] > x[:, 0, 0, -1]  # each row rises left to right unless flipped
 
     e0, e1, e2 = flipped_in_epoch(0), flipped_in_epoch(1), flipped_in_epoch(2)
@@ -217,7 +216,7 @@ def test_alternating_flips_show_every_image_both_ways_every_two_epochs():
     assert torch.equal((e0 ^ e1)[real], torch.ones(int(real.sum()), dtype=torch.bool))
     assert torch.equal(e0, e2) and 16 < int(e0.sum()) < 48
     again = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), images, labels, cfg)
-    assert torch.equal(again.flip_base, trainer.flip_base)
+    assert torch.equal(again.data.flip_base, trainer.data.flip_base)
     with pytest.raises(Exception, match="alternate_flip needs hflip"):
         TrainConfig(alternate_flip=True)
 

@@ -31,8 +31,8 @@ from .._faults import fault_point
 from .._files import LineProgress
 from .._files import progress as _progress
 from ..core.quantizers import quantizers, set_mixing
-from ..data.augment import augment
 from ..errors import ConfigError
+from .batches import TrainingBatches
 from .config import SCHEDULES, TrainConfig, learning_rate, mixing_fraction
 from .distributed import all_sum as _all_sum
 from .distributed import world
@@ -67,17 +67,6 @@ class Trainer:
     def __init__(self, model: nn.Module, images: torch.Tensor | StreamInput,
                  labels: torch.Tensor | None, cfg: TrainConfig,
                  device: torch.device | str | None = None, compile: bool = False) -> None:
-        self.stream = images if is_streaming(images) else None
-        if self.stream is not None:
-            labels = self.stream.labels
-            if cfg.alternate_flip:
-                raise ConfigError("alternating flips need the images in memory: streamed images "
-                                  "are flipped at random (hflip)")
-        elif labels is None or images.shape[0] != labels.shape[0]:
-            raise ConfigError(f"{images.shape[0]} images but "
-                              f"{'no' if labels is None else labels.shape[0]} labels")
-        else:
-            cfg.check_in_memory()
         self.rank, self.world = world()
         if cfg.batch_size < self.world:
             raise ConfigError(f"batch_size {cfg.batch_size} is smaller than the {self.world} "
@@ -88,13 +77,10 @@ class Trainer:
         # module (its state_dict keys stay those of the model)
         self.model = torch.compile(model) if compile else model
         self.device = torch.device(device) if device is not None else _device_of(self.net)
-        if self.device.type == "cuda" and self.stream is None:  # a set that fits stays there
-            images, labels = images.to(self.device), labels.to(self.device)
-        self.images, self.labels = images, labels
-        self.n = len(labels)
-        self.num_classes = int(labels.max()) + 1 if labels.numel() else 1
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.data = TrainingBatches(images, labels, cfg, self.gen, self.device, self.rank, self.world)
+        self.n = len(self.data)
         self._optimizer()
         self.ema = ModelEma(self.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.quantized = any(True for _ in quantizers(self.net))
@@ -103,10 +89,6 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
         self.total = cfg.epochs * self.steps_per_epoch
         self.warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
-        # alternating flips: a fixed random half of the images is flipped in even epochs, the
-        # other half in odd ones (every image seen both ways every two epochs); from the seed
-        self.flip_base = (torch.rand(self.n, generator=torch.Generator().manual_seed(cfg.seed + 1))
-                          < 0.5) if cfg.alternate_flip else None
         self.epoch = 0  # completed epochs
         self.step = 0
         self.history: list[dict] = []
@@ -165,47 +147,6 @@ class Trainer:
         self._order = state.get("epoch_order")
         self._sums = tuple(state.get("partial", (0.0, 0.0, 0)))
 
-    def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The global batch ``idx`` from memory, augmented and mixed on every rank alike, then
-        this rank's slice: (inputs, targets for the loss, labels for the accuracy)."""
-        cfg = self.cfg
-        flips = None
-        if self.flip_base is not None:
-            flips = self.flip_base[idx] ^ bool(self.epoch % 2)
-        x = augment(self.images[idx.to(self.images.device)].to(self.device), self.gen,
-                    padding=cfg.crop_padding, hflip=cfg.hflip, flips=flips)
-        y = self.labels[idx.to(self.labels.device)].to(self.device)
-        x, target = self._mix(x, y)
-        if self.world > 1:
-            x, target, y = (t[self.rank::self.world] for t in (x, target, y))
-        return x, target, y
-
-    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mixup / cutmix when configured: (images, soft targets); else (images, labels)."""
-        cfg = self.cfg
-        if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
-            from ..data.augment import mix_batch
-
-            return mix_batch(x, y, self.num_classes, self.gen, mixup_alpha=cfg.mixup_alpha,
-                             cutmix_alpha=cfg.cutmix_alpha, label_smoothing=cfg.label_smoothing)
-        return x, y
-
-    def _batches(self, index_lists: list[torch.Tensor]):
-        """(inputs, targets, labels, skipped images) of this rank for each global batch.
-
-        From memory, every rank augments the whole global batch and keeps its slice; streamed,
-        every rank decodes only its slice ``idx[rank::world]`` (augmented per image from
-        (seed, epoch, index)), and mixup / cutmix pair images within that slice.
-        """
-        if self.stream is None:
-            for idx in index_lists:
-                yield (*self._batch(idx), 0)
-            return
-        keys = [[(i, self.epoch) for i in idx[self.rank::self.world].tolist()]
-                for idx in index_lists]
-        for x, y, skipped in self.stream.batches(keys, self.device):
-            yield (*self._mix(x, y), y, skipped)
-
     def _train_step(self, x: torch.Tensor, target: torch.Tensor, p: float, size: int):
         """One optimizer step on a batch of ``size`` images at mixing fraction ``p``: the logits,
         the per-image losses and the loss that was back-propagated."""
@@ -254,7 +195,7 @@ class Trainer:
         correct = torch.full((), self._sums[1], dtype=torch.float64, device=self.device)
         skipped = self._sums[2]
         finite = torch.ones((), dtype=torch.bool, device=self.device)
-        batches = self._batches(index_lists)
+        batches = self.data.epoch(index_lists, self.epoch)
         for left, (x, target, y, lost) in zip(range(len(index_lists) - 1, -1, -1), batches,
                                               strict=True):
             p = mixing_fraction(self.step, self.total, cfg.ramp_end)
@@ -299,7 +240,7 @@ class Trainer:
                   "p": p if self.quantized else None,
                   "lr": learning_rate(self.step - 1, self.total, self.warmup, cfg.lr,
                                       cfg.schedule)}
-        if self.stream is not None:
+        if self.data.stream is not None:
             record["skipped_images"] = int(skipped)
         self.history.append(record)
         return record
