@@ -161,14 +161,19 @@ def test_a_kill_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(small_f
     # 96 images in batches of 16: 6 steps an epoch; saved after steps 2, 4, (6: epoch end), 8
     killed = _train(small_folder, tmp_path / "cut", fault="step:9")
     assert killed.returncode == -9
-    saved = torch.load(tmp_path / "cut" / "trainer.pt", weights_only=False)["trainer"]
+    state = torch.load(tmp_path / "cut" / "trainer.pt", weights_only=False)
+    saved = state["trainer"]
     assert saved["step"] == 8 and saved["epoch"] == 1 and "epoch_order" in saved
+    # the wall-clock up to the mid-epoch save is kept: the resumed run counts on from it
+    assert state["run"]["seconds_saved"] > saved["history"][0]["seconds"]
     resumed = _train(small_folder, tmp_path / "cut", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = load_file(tmp_path / "whole" / "last.safetensors")
     b = load_file(tmp_path / "cut" / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads(resumed.stdout)["last_epoch"]["loss"] == report["last_epoch"]["loss"]
+    last = json.loads(resumed.stdout)["last_epoch"]
+    assert last["loss"] == report["last_epoch"]["loss"]
+    assert last["seconds"] > state["run"]["seconds_saved"]
 
 
 def test_a_corrupt_image_is_named_or_skipped_and_counted(small_folder, tmp_path, capsys):

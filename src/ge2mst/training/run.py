@@ -306,10 +306,14 @@ class _EpochLogger:
         self.args, self.cfg, self.run, self.out, self.writer = args, cfg, run, out, writer
         self.x_test, self.y_test, self.rank, self.size = x_test, y_test, rank, size
         self.start = time.perf_counter()
-        self.before = (history[-1].get("seconds") or 0.0) if history else 0.0
+        # the sittings so far: up to the last save, mid-epoch ones included
+        last = (history[-1].get("seconds") or 0.0) if history else 0.0
+        self.before = max(last, run.get("seconds_saved", 0.0))
 
     def mid_epoch(self, t: Trainer) -> None:
-        """A save within an epoch (``--save-every``): the trainer's state only."""
+        """A save within an epoch (``--save-every``): the trainer's state (and the wall-clock so
+        far, so that a resumed run keeps counting from it)."""
+        self.run["seconds_saved"] = self.before + time.perf_counter() - self.start
         if self.rank == 0:
             _save_state(t, self.run, self.out)
         if self.size > 1:
@@ -317,7 +321,7 @@ class _EpochLogger:
 
     def __call__(self, t: Trainer, record: dict) -> None:
         record["test_accuracy"] = t.evaluate(self.x_test, self.y_test)
-        record["seconds"] = self.before + time.perf_counter() - self.start
+        record["seconds"] = self.run["seconds_saved"] = self.before + time.perf_counter() - self.start
         if self.rank == 0:
             _save(t, record, self.run, self.out, self.cfg, self.writer)
             if not self.args.json:
