@@ -243,3 +243,30 @@ def test_streamed_only_augmentation_is_refused_for_images_in_memory(setting):
     images, labels = torch.rand(8, 3, SIDE, SIDE), torch.arange(8) % 4
     with pytest.raises(ConfigError, match="streamed images only"):
         Trainer(_model(), images, labels, TrainConfig(epochs=1, batch_size=4, **setting))
+
+
+def test_eval_and_verify_stream_a_folder_with_the_results_of_memory(small_folder, tmp_path, capsys):
+    from ge2mst import calibrate, create_model
+    from ge2mst.io.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("ge2mst_cnn_tiny", num_classes=4)
+    calibrate(model, [torch.randn(32, 3, SIDE, SIDE)])
+    checkpoint = tmp_path / "m.safetensors"
+    save_checkpoint(checkpoint, model.eval(), mean=[0.4, 0.3, 0.3], std=[0.25, 0.25, 0.25])
+    common = ["--checkpoint", str(checkpoint), "--data", str(small_folder), "--limit", "20",
+              "--img-size", str(SIDE), "--batch-size", "8", "--json"]
+    reports = {}
+    for mode in ("memory", "stream"):
+        assert main(["eval", *common, "--data-mode", mode, "--workers", "1"]) == 0
+        reports[mode] = json.loads(capsys.readouterr().out)
+    memory, stream = reports["memory"], reports["stream"]
+    assert stream["images"] == memory["images"] == 20
+    for key in ("ann", "snn"):  # the same pixels, the same network: the same scores
+        assert stream[key]["top1"] == memory[key]["top1"]
+    assert stream["snn"]["energy"]["sops"] == memory["snn"]["energy"]["sops"]
+    assert stream["agreement"] == 1.0 and stream["max_abs_diff"] == memory["max_abs_diff"]
+    assert main(["verify", *common, "--data-mode", "stream", "--strict"]) == 0
+    assert json.loads(capsys.readouterr().out)["exact"] is True
+    assert main(["verify", *common[:-5], "--json", "--data-mode", "stream"]) == 2  # no --img-size
+    assert "--img-size" in capsys.readouterr().err

@@ -136,21 +136,30 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 
 
 def _check_request(model: nn.Module, batches, mode: str) -> tuple[list, str, torch.Tensor | None]:
-    """The batches as a list, the model's method and the labels (None unless every batch has
-    them), after refusing what cannot be evaluated."""
+    """The batches as a list (a streamed set, re-iterable with its ``labels``, as it is), the
+    model's method and the labels (None unless every batch has them), after refusing what cannot
+    be evaluated."""
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
-    batches = list(batches)
-    if not batches:
+    streamed = getattr(batches, "labels", None) is not None and not isinstance(batches, list)
+    if not streamed:
+        batches = list(batches)
+    first = next(iter(batches), None)
+    if first is None:
         raise ConfigError("evaluate needs at least one batch of images")
     method = method_of(model)
     name = getattr(model, "model_name", type(model).__name__)
     is_snn = isinstance(model, SpikingNetwork)
     spec = model.input_spec if is_snn else _input_spec(model)
-    for images, _ in batches:
+    # a streamed set is decoded anew at each pass: its first batch stands for the others (one
+    # transform makes them all), and its labels are known without decoding
+    for images, _ in [first] if streamed else batches:
         check_input(images, spec)
-    labelled = all(y is not None for _, y in batches)
-    labels = torch.cat([y.to("cpu") for _, y in batches]) if labelled else None
+    if streamed:
+        labels = batches.labels.to("cpu")
+    else:
+        labelled = all(y is not None for _, y in batches)
+        labels = torch.cat([y.to("cpu") for _, y in batches]) if labelled else None
     if is_snn and mode != "snn":
         raise ConfigError("a converted spiking network has no ANN mode: evaluate it with "
                           "--mode snn (or give the trained checkpoint for --mode ann/both)")
@@ -195,7 +204,7 @@ def _run_snn(snn: nn.Module, batches: list, labels, method: str, report: dict, *
     if counts is not None:
         report["snn"]["images_per_s_includes"] = "operation and energy counting"
     if energy:
-        images = [x.to(dtype) for x, _ in batches]
+        images = (x.to(dtype) for x, _ in batches)  # one pass, one batch at a time
         if method == "stbp":
             counts = count_stbp_operations(snn, images, preset=preset)
         elif counts is None:

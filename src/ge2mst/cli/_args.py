@@ -186,6 +186,12 @@ def add_run_args(p, limit: int | None = 512) -> None:
                    help="calibration percentile of the pre-activations (default: 99.9)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the data subset, the weights of an untrained model and samples")
+    p.add_argument("--data-mode", choices=("auto", "memory", "stream"), default="auto",
+                   help="memory: decode the images first; stream: decode an image folder batch by "
+                        "batch (needs --img-size), each pass anew; auto: stream a folder whose "
+                        "decoded images would fill a quarter of the memory")
+    p.add_argument("--workers", type=_non_negative_int, default=0,
+                   help="streamed data: decoding processes (0: in this process)")
 
 
 def _unwritable_folder(folder: Path) -> str | None:

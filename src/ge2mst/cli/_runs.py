@@ -38,14 +38,41 @@ def load_model_for(args, data) -> tuple[torch.nn.Module, dict]:
 
 
 def _load_run_data(args):
-    """The ``--data`` split of a run, after seeding torch with ``--seed``."""
+    """The ``--data`` split of a run, after seeding torch with ``--seed``: decoded, or streamed
+    (``--data-mode``)."""
     from ..data import load_dataset
 
     torch.manual_seed(args.seed)
+    if getattr(args, "data_mode", "memory") != "memory":
+        streamed = _streamed_split(args, forced=args.data_mode == "stream")
+        if streamed is not None:
+            return streamed
     size = {} if getattr(args, "img_size", None) is None else {"img_size": args.img_size,
                                                                "crop_ratio": args.crop_ratio}
     return load_dataset(args.data, split=args.split, limit=args.limit, seed=args.seed,
                         cache_dir=args.data_dir, progress=not args.json, **size)
+
+
+def _streamed_split(args, forced: bool):
+    """The split as a streaming folder; None when ``auto`` finds it fits in memory (or is not an
+    image folder, or no --img-size is given)."""
+    from ..data import decoded_bytes
+    from ..data.load import open_stream_dataset
+    from ..errors import DataError
+    from ..training.inputs import MEMORY_SHARE, machine_memory
+
+    try:
+        if args.img_size is None:
+            raise DataError("streamed images need their side: give --img-size (e.g. 224)")
+        data = open_stream_dataset(args.data, args.split, args.img_size, args.limit, args.seed,
+                                   args.data_dir, None, args.crop_ratio)
+    except DataError:
+        if forced:
+            raise
+        return None
+    if not forced and decoded_bytes(len(data), args.img_size) <= MEMORY_SHARE * machine_memory():
+        return None
+    return data
 
 
 def _normalized_batches(args, data, stats: dict) -> list:
@@ -57,6 +84,10 @@ def _normalized_batches(args, data, stats: dict) -> list:
         mean, std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
     else:
         mean, std = data.channel_stats()
+    if getattr(data, "streaming", False):  # decoded batch by batch, at every pass
+        from ..training.sources import EvaluationBatches, StreamInput
+
+        return EvaluationBatches(StreamInput(data, mean, std, args.workers), args.batch_size)
     return [(normalize(x, mean, std), y) for x, y in data.batches(args.batch_size)]
 
 

@@ -94,9 +94,31 @@ class StreamInput:
         return next(iter(self.batches(keys, device)))[0]
 
 
+class EvaluationBatches:
+    """The whole streamed set as (normalised images, labels) batches on ``device``, re-iterable:
+    each pass decodes the images anew, so none is held after its batch. ``labels`` are known
+    without decoding (what `ge2mst.analysis.evaluation.evaluate` reads up front)."""
+
+    def __init__(self, inputs: StreamInput, batch_size: int,
+                 device: torch.device | str = "cpu") -> None:
+        self.inputs = inputs
+        self.batch_size = whole_number("batch size", batch_size)
+        self.device = torch.device(device)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.inputs.labels
+
+    def __len__(self) -> int:
+        return -(-len(self.inputs) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.inputs.evaluation_batches(self.device, self.batch_size)
+
+
 def is_streaming(data) -> bool:
     """Whether ``data`` is a `StreamInput` (else: an in-memory tensor of images)."""
     return isinstance(data, StreamInput)
 
 
-__all__ = ["StreamInput", "is_streaming"]
+__all__ = ["EvaluationBatches", "StreamInput", "is_streaming"]
