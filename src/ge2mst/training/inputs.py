@@ -15,7 +15,7 @@ import os
 import torch
 
 from .._checks import one_of
-from ..data import EvalTransform, TrainTransform, decoded_bytes, load_dataset, normalize
+from ..data import TrainTransform, decoded_bytes, load_dataset, normalize
 from ..data.load import open_stream_dataset
 from ..errors import DataError
 from .config import TrainConfig
@@ -79,9 +79,9 @@ def _streams(spec: str, args, cfg: TrainConfig, img_size: int | None, forced: bo
 def _open(spec, args, split: str, limit: int | None, img_size: int | None, transform):
     if img_size is None:
         raise DataError("streamed images need their side: give --img-size (e.g. 224)")
-    crop = getattr(args, "crop_ratio", None) or EvalTransform.__dataclass_fields__["crop_ratio"].default
     return open_stream_dataset(spec, split, img_size, limit, args.seed, args.data_dir, transform,
-                               crop, getattr(args, "skip_bad_images", False))
+                               getattr(args, "crop_ratio", 0.875),
+                               getattr(args, "skip_bad_images", False))
 
 
 def model_inputs(split, mean: torch.Tensor, std: torch.Tensor, workers: int = 0):
