@@ -14,6 +14,7 @@ from .._checks import DTYPES
 from ..analysis.energy import PRESETS
 from ..conversion.converter import ATTENTION_PRODUCTS, ENCODINGS
 from ..core.neurons import FORMS, STEP_MODES
+from ..data import CROP_RATIO
 from ..errors import ConfigError
 
 
@@ -157,7 +158,7 @@ def add_data_args(p, split: str = "test", limit: int | None = None,
                    help="image folders: resize each image and centre-crop it to S x S (images "
                         "of any size; training crops at random); other data: resize to S "
                         "(default: the images' own size)")
-    p.add_argument("--crop-ratio", type=_fraction, default=0.875,
+    p.add_argument("--crop-ratio", type=_fraction, default=CROP_RATIO,
                    help="with --img-size: the centre crop's share of the resized image's shorter "
                         "side (the image is resized to S / ratio first)")
 

@@ -77,6 +77,7 @@ from .stream import StreamingImageFolder, collate_stream, decoded_bytes, open_st
 from .transforms import (
     AUGMENT_OPS,
     AUTO_AUGMENTS,
+    CROP_RATIO,
     MAGNITUDE_BINS,
     EvalTransform,
     TrainTransform,
@@ -86,7 +87,7 @@ from .transforms import (
 )
 
 __all__ = [
-    "ARCHIVE_SUFFIXES", "AUGMENT_OPS", "AUTO_AUGMENTS", "CIFAR_SPECS", "DEFAULT_FRAMES",
+    "ARCHIVE_SUFFIXES", "AUGMENT_OPS", "AUTO_AUGMENTS", "CIFAR_SPECS", "CROP_RATIO", "DEFAULT_FRAMES",
     "DIGITS_SPEC", "EVENT_EXTENSIONS", "IMAGE_EXTENSIONS", "MAGNITUDE_BINS", "SENSOR_SIZE",
     "SOURCES", "SPLIT_BY", "SPLIT_NAMES", "TRAIN_FRACTION", "CifarSource", "EvalTransform",
     "Events", "ImageDataset", "StreamingImageFolder", "TrainTransform", "apply_op",

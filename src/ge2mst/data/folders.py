@@ -25,7 +25,7 @@ from .._files import progress as with_progress
 from ..errors import DataError
 from .archive import one_line, visible
 from .dataset import SPLIT_NAMES, ImageDataset, balanced_choice
-from .transforms import EvalTransform, to_rgb
+from .transforms import CROP_RATIO, EvalTransform, to_rgb
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
@@ -91,7 +91,7 @@ def list_image_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
 
 
 def load_image_folder(root: Path, name: str, limit: int | None, seed: int, progress: bool,
-                      img_size: int | None = None, crop_ratio: float = 0.875) -> ImageDataset:
+                      img_size: int | None = None, crop_ratio: float = CROP_RATIO) -> ImageDataset:
     """Decode the chosen images of the ImageFolder ``root`` (all of them without ``limit``).
 
     With ``img_size``, each image goes through ``EvalTransform(img_size, crop_ratio)`` (shorter

@@ -23,7 +23,7 @@ from .digits import DIGITS_SPEC, load_digits
 from .dvs import DEFAULT_FRAMES, is_event_folder, load_dvs
 from .folders import load_image_folder, pick_split
 from .stream import StreamingImageFolder, open_stream
-from .transforms import TrainTransform
+from .transforms import CROP_RATIO, TrainTransform
 
 _RESIZE_CHUNK = 1024  # images resized at a time (bounds the temporary memory)
 
@@ -32,7 +32,7 @@ def load_dataset(spec: str | os.PathLike[str], split: str = "test", limit: int |
                  seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
                  progress: bool = False, frames: int | None = None,
                  event_size: int | None = None, img_size: int | None = None,
-                 crop_ratio: float = 0.875) -> ImageDataset:
+                 crop_ratio: float = CROP_RATIO) -> ImageDataset:
     """Load the ``split`` of the data set ``spec`` (see `ge2mst.data` for the forms).
 
     Args:
@@ -80,7 +80,7 @@ def load_dataset(spec: str | os.PathLike[str], split: str = "test", limit: int |
 def open_stream_dataset(spec: str | os.PathLike[str], split: str, img_size: int,
                         limit: int | None = None, seed: int = 0,
                         cache_dir: str | os.PathLike[str] | None = None,
-                        train_transform: TrainTransform | None = None, crop_ratio: float = 0.875,
+                        train_transform: TrainTransform | None = None, crop_ratio: float = CROP_RATIO,
                         skip_bad: bool = False) -> StreamingImageFolder:
     """The ``split`` of the ImageFolder ``spec`` as a `StreamingImageFolder` (see `open_stream`).
 

@@ -25,7 +25,7 @@ from .._checks import whole_number
 from ..errors import ConfigError, DataError
 from .dataset import balanced_choice
 from .folders import list_image_folder, open_image
-from .transforms import EvalTransform, TrainTransform, sample_rng
+from .transforms import CROP_RATIO, EvalTransform, TrainTransform, sample_rng
 
 Item = tuple[torch.Tensor, int]
 
@@ -185,7 +185,7 @@ def collate_stream(items: list[Item | None],
 
 
 def open_stream(root: Path, name: str, size: int, limit: int | None, seed: int,
-                train: TrainTransform | None, crop_ratio: float = 0.875,
+                train: TrainTransform | None, crop_ratio: float = CROP_RATIO,
                 skip_bad: bool = False) -> StreamingImageFolder:
     """The ImageFolder ``root`` as a `StreamingImageFolder` of ``size x size`` images.
 

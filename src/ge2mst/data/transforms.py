@@ -264,6 +264,9 @@ def _geometric(img: Image.Image, op: str, strength: float) -> Image.Image:
                          fillcolor=_FILL)
 
 
+CROP_RATIO = 0.875  # the share of the resized shorter side an evaluation crop keeps (ImageNet's)
+
+
 @dataclass(frozen=True)
 class EvalTransform:
     """The evaluation transform of one image: resize, then crop the centre (deterministic).
@@ -278,7 +281,7 @@ class EvalTransform:
     """
 
     size: int
-    crop_ratio: float = 0.875
+    crop_ratio: float = CROP_RATIO
 
     def __post_init__(self) -> None:
         size = whole_number("EvalTransform: size", self.size)
@@ -305,5 +308,5 @@ class EvalTransform:
         return _pixels(img.crop((left, top, left + self.size, top + self.size)))
 
 
-__all__ = ["AUGMENT_OPS", "AUTO_AUGMENTS", "MAGNITUDE_BINS", "EvalTransform", "TrainTransform",
+__all__ = ["AUGMENT_OPS", "AUTO_AUGMENTS", "CROP_RATIO", "MAGNITUDE_BINS", "EvalTransform", "TrainTransform",
            "apply_op", "sample_rng", "to_rgb"]

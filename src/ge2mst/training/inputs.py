@@ -15,7 +15,7 @@ import os
 import torch
 
 from .._checks import one_of
-from ..data import TrainTransform, decoded_bytes, load_dataset, normalize
+from ..data import CROP_RATIO, TrainTransform, decoded_bytes, load_dataset, normalize
 from ..data.load import open_stream_dataset
 from ..errors import DataError
 from .config import TrainConfig
@@ -80,7 +80,7 @@ def _open(spec, args, split: str, limit: int | None, img_size: int | None, trans
     if img_size is None:
         raise DataError("streamed images need their side: give --img-size (e.g. 224)")
     return open_stream_dataset(spec, split, img_size, limit, args.seed, args.data_dir, transform,
-                               getattr(args, "crop_ratio", 0.875),
+                               getattr(args, "crop_ratio", CROP_RATIO),
                                getattr(args, "skip_bad_images", False))
 
 

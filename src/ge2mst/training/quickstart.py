@@ -16,7 +16,7 @@ from ..analysis.plots import figure, label, readable_layers
 from ..analysis.verification import is_exact, verify
 from ..conversion.calibration import calibrate
 from ..conversion.converter import convert
-from ..data import load_dataset, normalize
+from ..data import CROP_RATIO, load_dataset, normalize
 from ..io.checkpoint import atomic_write_bytes, save_checkpoint
 from ..models import create_model
 from .trainer import TrainConfig, accuracy, train
@@ -29,7 +29,7 @@ def run_quickstart(args) -> dict:
     out = Path(args.out)
     common = dict(seed=args.seed, cache_dir=args.data_dir, progress=not args.json,
                   img_size=getattr(args, "img_size", None),
-                  crop_ratio=getattr(args, "crop_ratio", 0.875))
+                  crop_ratio=getattr(args, "crop_ratio", CROP_RATIO))
     train_set = load_dataset(args.data, split="train", limit=args.train_limit, **common)
     test_set = load_dataset(args.data, split=args.split, limit=args.limit, **common)
     mean, std = train_set.channel_stats()
