@@ -187,6 +187,32 @@ def test_progressive_mixing_gradcheck():
         q.p = 1.5
 
 
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.85])
+def test_progressive_mixing_gradients_match_the_composed_graph(p, signed):
+    """The mix is one autograd node; its gradients in x and lambda must equal those of the
+    graph written out: (1 - p) * clamp(x, low, lambda) + p * Q(x), with Q at p = 1."""
+    torch.manual_seed(1)
+    lam0 = 1.3
+    x = (torch.rand(300, dtype=torch.float64) * 4 - 2) * lam0
+    x = x[((x.abs() - lam0).abs() > 1e-3) & (x.abs() > 1e-3)]  # off the clip kinks
+    weights = torch.randn_like(x)
+    cls = SignedExpGQuant if signed else ExpGQuant
+    mixed = cls(T=4, G=2, lam=lam0, p=p).double()
+    xg = x.clone().requires_grad_(True)
+    out = mixed(xg)
+    (out * weights).sum().backward()
+    plain = cls(T=4, G=2, lam=lam0).double()
+    xr = x.clone().requires_grad_(True)
+    low = -plain.lam if signed else torch.zeros_like(plain.lam)
+    ref = (1 - p) * torch.clamp(xr, min=low, max=plain.lam) + p * plain(xr)
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-15)
+    torch.testing.assert_close(xg.grad, xr.grad, rtol=0, atol=1e-15)  # (1-p) w + p w = w
+    torch.testing.assert_close(mixed.lam.grad, plain.lam.grad, rtol=1e-12, atol=1e-12)
+    assert float(mixed.lam.grad) != 0.0
+
+
 # ---- whole-window firing is necessary --------------------------------------------------------
 def test_online_firing_gives_wrong_codes_in_a_two_layer_network():
     torch.manual_seed(0)

@@ -134,38 +134,54 @@ def quantized_values(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed:
 
 
 class _Quantize(torch.autograd.Function):
+    """Q(x), or the progressive mix (1 - p) clip(x) + p Q(x) for p < 1, in one autograd node.
+
+    Both parts have the same straight-through gradient in x (1 on the clip range, 0 outside), so
+    the mix needs no graph of its own: one mask serves the whole backward pass, which costs the
+    same at p < 1 as at p = 1. The lambda gradient is p (Q - x) / lambda inside plus the clip's
+    +-1 outside (``(1 - p)`` of it from the clipped part, ``p`` from Q).
+    """
+
     @staticmethod
-    def forward(ctx, x, lam, book, signed):  # noqa: D401 - autograd signature
-        out = quantized_values(x, lam, book, signed)
-        ctx.signed = signed
-        ctx.save_for_backward(x, lam, out)
-        return out
+    def forward(ctx, x, lam, book, signed, p):  # noqa: D401 - autograd signature
+        q = quantized_values(x, lam, book, signed)
+        ctx.signed, ctx.p = signed, p
+        ctx.save_for_backward(x, lam, q)
+        if p >= 1.0:
+            return q
+        lam_v = lam.to(x.dtype)
+        clipped = torch.clamp(x, min=-lam_v if signed else torch.zeros_like(lam_v), max=lam_v)
+        return clipped.mul_(1.0 - p).add_(q, alpha=p)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, lam, out = ctx.saved_tensors
+        x, lam, q = ctx.saved_tensors
         lam_v = lam.to(x.dtype)
         low = -lam_v if ctx.signed else torch.zeros_like(lam_v)
         clipped = torch.clamp(x, min=low, max=lam_v)
         inside = (clipped == x).to(grad_out.dtype)  # 1 on [low, lambda], 0 elsewhere (and NaN)
         grad_in = grad_out * inside
         grad_lam = None
-        if ctx.needs_input_grad[1]:  # sum over the regions of grad_out * dQ/dlambda
-            # dQ/dlambda: (Q - x) / lambda inside, +1 above lambda, -1 below -lambda (signed), else 0
-            outside = (x - clipped).sign()
+        if ctx.needs_input_grad[1]:  # sum over the regions of grad_out * dA/dlambda
+            # inside: p (Q - x) / lambda; above lambda: +1; below -lambda (signed): -1; else 0
+            outside = (x - clipped).sign_()
             if not ctx.signed:
-                outside = outside.clamp(min=0.0)
-            per_element = (out - x) * inside / lam_v + outside
-            grad_lam = torch.dot(grad_out.reshape(-1), per_element.reshape(-1))
+                outside = outside.clamp_(min=0.0)
+            grad_lam = torch.dot(grad_in.reshape(-1), (q - x).reshape(-1)) / lam_v
+            if ctx.p < 1.0:
+                grad_lam = grad_lam * ctx.p
+            grad_lam = grad_lam + torch.dot(grad_out.reshape(-1), outside.reshape(-1))
             grad_lam = grad_lam.reshape(lam.shape).to(lam.dtype)
-        return grad_in if ctx.needs_input_grad[0] else None, grad_lam, None, None
+        return grad_in if ctx.needs_input_grad[0] else None, grad_lam, None, None, None
 
 
-def quantize(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: bool = False) -> torch.Tensor:
-    """Quantize ``x`` to the levels ``delta * codes`` of ``book`` with straight-through gradients."""
+def quantize(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: bool = False,
+             p: float = 1.0) -> torch.Tensor:
+    """Quantize ``x`` to the levels ``delta * codes`` of ``book`` with straight-through gradients;
+    with ``p < 1`` the progressive mix ``(1 - p) clip(x, low, lambda) + p Q(x)`` instead."""
     if not torch.is_floating_point(x):
         raise ConfigError(f"quantize expects a floating-point tensor, got {x.dtype}")
-    return _Quantize.apply(x, lam, book, signed)
+    return _Quantize.apply(x, lam, book, signed, in_unit_interval("the mixing fraction p", p))
 
 
 def _usable(lam: torch.Tensor) -> bool:
@@ -223,14 +239,9 @@ class Quantizer(nn.Module):
             # positive after each step)
             raise ConfigError(f"{type(self).__name__} has lambda = {lam.detach().cpu().tolist()}: "
                               "it must be a positive finite number (set it, or calibrate the model)")
-        q = quantize(x, lam, self.book, self.signed)
-        if self._p >= 1.0:
-            if self.record:
-                self.last_codes = quantize_codes(x, lam, self.book, self.signed)
-            return q
-        low = -lam if self.signed else torch.zeros_like(lam)
-        clipped = torch.minimum(torch.maximum(x, low.to(x.dtype)), lam.to(x.dtype))
-        return (1.0 - self._p) * clipped + self._p * q
+        if self._p >= 1.0 and self.record:
+            self.last_codes = quantize_codes(x, lam, self.book, self.signed)
+        return quantize(x, lam, self.book, self.signed, self._p)
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """Integer codes of ``x`` (what the spiking neuron encodes in its spike pattern)."""
