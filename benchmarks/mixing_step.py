@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from step_profile import training_step
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,8 +50,6 @@ def composed_mixing():
 
 def main() -> None:
     from ge2mst.core.quantizers import set_mixing
-    from ge2mst.data import load_dataset, normalize
-    from ge2mst.models import create_model
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/cifar10-jpg.tar.gz"))
@@ -61,19 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(args.data).exists():
         raise SystemExit(f"no data at {args.data}: see ../shared/data/README")
-    data = load_dataset(args.data, split="train", limit=args.batch_size, seed=0)
-    mean, std = data.channel_stats()
-    x, y = normalize(data.images, mean, std), data.labels
-    torch.manual_seed(0)
-    model = create_model(args.model, num_classes=10, T=4, G=2).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    model, _, step = training_step(args.data, args.model, args.batch_size)
     rows = []
     for p in args.p:
         set_mixing(model, p)

@@ -38,21 +38,17 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
-def main() -> None:
-    from ge2mst.core.quantizers import quantizers
+def training_step(data_path: str, name: str, batch: int):
+    """The model ``name`` (T = 4, G = 2, training mode), a batch of ``batch`` CIFAR-10 training
+    JPEGs and a function that runs one AdamW step on it."""
     from ge2mst.data import load_dataset, normalize
     from ge2mst.models import create_model
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/cifar10-jpg.tar.gz"))
-    parser.add_argument("--model", default="ge2mst_cifar_base")
-    parser.add_argument("--steps", type=int, default=7)
-    args = parser.parse_args()
-    data = load_dataset(args.data, split="train", limit=16, seed=0)
+    data = load_dataset(data_path, split="train", limit=batch, seed=0)
     mean, std = data.channel_stats()
     x, y = normalize(data.images, mean, std), data.labels
     torch.manual_seed(0)
-    model = create_model(args.model, num_classes=10, T=4, G=2).train()
+    model = create_model(name, num_classes=10, T=4, G=2).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
@@ -61,6 +57,18 @@ def main() -> None:
         loss.backward()
         opt.step()
 
+    return model, x, step
+
+
+def main() -> None:
+    from ge2mst.core.quantizers import quantizers
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/cifar10-jpg.tar.gz"))
+    parser.add_argument("--model", default="ge2mst_cifar_base")
+    parser.add_argument("--steps", type=int, default=7)
+    args = parser.parse_args()
+    model, x, step = training_step(args.data, args.model, 16)
     with FlopCounterMode(display=False) as counter:
         model(x)
     flops = 3 * counter.get_total_flops()  # forward, and a backward of twice its cost
