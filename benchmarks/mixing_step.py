@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
-from step_profile import training_step
+from step_profile import median_step, training_step
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,9 +62,9 @@ def main() -> None:
     rows = []
     for p in args.p:
         set_mixing(model, p)
-        fused = _median_step(step, args.steps)
+        fused = median_step(step, args.steps, warmups=2)
         with composed_mixing():
-            composed = _median_step(step, args.steps)
+            composed = median_step(step, args.steps, warmups=2)
         rows.append((p, fused, composed))
     print(f"device: {platform.machine()} CPU ({platform.processor() or 'unknown'}), "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}; model {args.model}, "
@@ -76,17 +74,6 @@ def main() -> None:
     for p, fused, composed in rows:
         print(f"| {p:g} | {fused:.3f} | {args.batch_size / fused:.0f} | {composed:.3f} | "
               f"{args.batch_size / composed:.0f} |")
-
-
-def _median_step(step, steps: int) -> float:
-    step()
-    step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def main() -> None:
         model(x)
     flops = 3 * counter.get_total_flops()  # forward, and a backward of twice its cost
     step()
-    seconds = _median_step(step, args.steps)
+    seconds = median_step(step, args.steps)
     limit = matmul_gflops()
     with torch.profiler.profile() as prof:
         for _ in range(3):
@@ -82,7 +82,7 @@ def main() -> None:
     whole = sum(t for _, t in events)
     for _, q in quantizers(model):  # ablation: the quantizers as plain ReLU / identity
         q.bypass = True
-    bypassed = _median_step(step, args.steps)
+    bypassed = median_step(step, args.steps)
     print(f"device: {platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"model {args.model}, batch 16, T = 4, G = 2\n")
     print("| step (s) | GFLOP per step (3 x forward) | achieved GFLOP/s | float32 mm 2048² GFLOP/s | "
@@ -96,8 +96,9 @@ def main() -> None:
         print(f"| {name} | {value / whole:.1%} |")
 
 
-def _median_step(step, steps: int) -> float:
-    step()
+def median_step(step, steps: int, warmups: int = 1) -> float:
+    for _ in range(warmups):
+        step()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
