@@ -122,6 +122,28 @@ def test_every_shipped_model_loads_with_its_card(name):
     assert "/work/" not in card and "/root/" not in card and "/home/" not in card
 
 
+@pytest.mark.cifar
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_model_is_exact_and_accurate_on_real_images(name, capsys, cache_dir):
+    """The shipped weights as a user meets them: ``verify --pretrained --strict`` on 200 real
+    CIFAR-10 test images finds every neuron code equal to the oracle's, and the spiking network
+    scores what the index claims (within the noise of 200 images; weights loaded wrongly, or the
+    wrong normalisation, fall to about chance)."""
+    from conftest import CIFAR, CIFAR_MISSING
+
+    from ge2mst.cli import main
+
+    if not CIFAR.is_file():
+        pytest.skip(CIFAR_MISSING)
+    code = main(["verify", "--model", name, "--pretrained", "--data", str(CIFAR), "--data-dir",
+                 cache_dir, "--limit", "200", "--strict", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["exact"] is True
+    assert report["oracle_mismatches"] == 0 and report["oracle_checked"] == report["codes_compared"]
+    assert report["snn_accuracy"] == report["ann_accuracy"]
+    assert report["snn_accuracy"] >= SHIPPED[name]["snn_top1"] - 0.1
+
+
 def test_the_wheel_carries_the_weights_and_their_index(tmp_path):
     """A wheel built from the checkout holds ge2mst/weights/index.json and every file and card
     it lists (the weights are package data)."""
