@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CIFAR, CIFAR_MISSING
 
 import ge2mst.models.pretrained as pretrained_module
 from ge2mst import create_model
@@ -18,6 +19,7 @@ from ge2mst.io.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = pretrained_module.shipped_weights()
+needs_cifar = pytest.mark.skipif(not CIFAR.is_file(), reason=CIFAR_MISSING)
 
 
 def _saved(tmp_path, name="ge2mst_cifar_tiny", **kwargs):
@@ -122,6 +124,7 @@ def test_every_shipped_model_loads_with_its_card(name):
     assert "/work/" not in card and "/root/" not in card and "/home/" not in card
 
 
+@needs_cifar
 @pytest.mark.cifar
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_every_shipped_model_is_exact_and_accurate_on_real_images(name, capsys, cache_dir):
@@ -129,12 +132,8 @@ def test_every_shipped_model_is_exact_and_accurate_on_real_images(name, capsys, 
     CIFAR-10 test images finds every neuron code equal to the oracle's, and the spiking network
     scores what the index claims (within the noise of 200 images; weights loaded wrongly, or the
     wrong normalisation, fall to about chance)."""
-    from conftest import CIFAR, CIFAR_MISSING
-
     from ge2mst.cli import main
 
-    if not CIFAR.is_file():
-        pytest.skip(CIFAR_MISSING)
     code = main(["verify", "--model", name, "--pretrained", "--data", str(CIFAR), "--data-dir",
                  cache_dir, "--limit", "200", "--strict", "--json"])
     report = json.loads(capsys.readouterr().out)
