@@ -14,7 +14,11 @@ naming it, ge2mst_cnn_tiny with QCFS quantizers (L = T = 8, vanilla IF neurons a
 With ``--minutes``, each network's epochs are chosen so that its run fills the budget: two short
 probe runs (one epoch of ``--probe`` and of 3 x ``--probe`` images) give its images per second and
 its fixed cost (start, data, evaluation), and the run then takes the most whole epochs of the
-training images that fit (fewer images per epoch when not even two epochs fit). The wall-clock of
+training images that fit (fewer images per epoch when not even two epochs fit); the probes grow
+until the larger takes a quarter longer than the smaller. When 20 or more epochs fit, a run of two
+whole epochs is timed as well: its second epoch (in its metrics.csv) is the cost of an epoch, the
+rest of its wall-clock the fixed cost (decoding and per-epoch evaluation counted as a long run
+pays them). The wall-clock of
 each run is measured and reported beside the budget. The probes rate Ge2mS-T at about its speed at
 p = 1, but its epochs in which the quantizers still mix ClipReLU and ExpG take about 1.6x as long,
 so its run overshoots the budget; ``--match KEY`` then gives the next network the wall-clock that
@@ -29,6 +33,7 @@ benchmarks/budget.json (or ``--json``) and, with ``--plot``, accuracy against en
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import platform
@@ -74,25 +79,53 @@ def _train_command(args, extra: list[str], out: Path, epochs: int, images: int) 
             *RECIPE, "--json", "--no-tensorboard", "--out", str(out), *extra]
 
 
+def _probe(args, extra: list[str], out: Path, epochs: int, images: int) -> tuple[float, list]:
+    """Seconds of one scratch training run of ``epochs`` epochs of ``images`` images, and the
+    cumulative seconds its metrics.csv records at the end of each epoch."""
+    probe = out / f"probe_{epochs}x{images}"
+    shutil.rmtree(probe, ignore_errors=True)  # scratch runs of this script's own
+    seconds = _run(_train_command(args, extra, probe, epochs, images))[1]
+    with open(probe / "metrics.csv", newline="") as f:
+        marks = [float(row["seconds"]) for row in csv.DictReader(f)]
+    shutil.rmtree(probe)
+    return seconds, marks
+
+
 def plan_epochs(args, extra: list[str], out: Path) -> dict:
-    """Images per second and fixed seconds of one network's runs, from two one-epoch probes, and
+    """Images per second and fixed seconds of one network's runs, from one-epoch probes, and
     the epochs (of how many images) that fill ``args.minutes``."""
-    small, large = args.probe, 3 * args.probe
-    seconds = []
-    for images in (small, large):
-        probe = out / f"probe_{images}"
-        shutil.rmtree(probe, ignore_errors=True)  # scratch runs of this script's own
-        seconds.append(_run(_train_command(args, extra, probe, 1, images))[1])
-        shutil.rmtree(probe)
-    t_small, t_large = seconds
-    rate = (large - small) / max(t_large - t_small, 1e-3)
+    small = args.probe
+    while True:
+        large = min(3 * small, args.train_limit)
+        t_small, t_large = (_probe(args, extra, out, 1, n)[0] for n in (small, large))
+        # A fast network trains the probes' images in less time than its start-up's jitter: the
+        # difference then says nothing of its speed. Probe with more images until it does.
+        if t_large - t_small >= 0.25 * t_small or large >= args.train_limit:
+            break
+        small = large
+    if t_large <= t_small:
+        raise SystemExit(f"the probes of {large} and {small} images took {t_large:.1f} and "
+                         f"{t_small:.1f} s: no training speed to plan from")
+    rate = (large - small) / (t_large - t_small)
     fixed = max(0.0, t_small - small / rate)
-    usable = max(0.0, 0.97 * args.minutes * 60 - fixed)  # a margin for per-epoch evaluation
+    budget = args.minutes * 60
+    usable = max(0.0, 0.97 * budget - fixed)  # a margin for per-epoch evaluation
     images = args.train_limit
     epochs = math.floor(rate * usable / images)
+    plan = {"images_per_s": rate, "fixed_seconds": fixed}
+    if epochs >= 20:
+        # Cheap epochs: the one-epoch probes count the decoding of each image and the per-epoch
+        # evaluation as training time, which a run of many epochs pays once and every epoch.
+        # Time two whole epochs instead: the second's seconds in metrics.csv are what an epoch
+        # costs (within one process, none of the start-up's jitter), the rest is fixed.
+        wall, marks = _probe(args, extra, out, 2, images)
+        epoch = marks[1] - marks[0]
+        if epoch > 0:
+            plan.update(epoch_seconds=epoch, fixed_seconds=max(0.0, wall - 2 * epoch))
+            epochs = math.floor((0.99 * budget - plan["fixed_seconds"]) / epoch)
     if epochs < 2:  # not two epochs of the whole set: two epochs of as many images as fit
         epochs, images = 2, max(args.probe, int(rate * usable / 2))
-    return {"images_per_s": rate, "fixed_seconds": fixed, "epochs": epochs, "train_images": images}
+    return {**plan, "epochs": epochs, "train_images": images}
 
 
 def evaluate(args, out: Path) -> dict:
