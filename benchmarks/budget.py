@@ -95,14 +95,16 @@ def plan_epochs(args, extra: list[str], out: Path) -> dict:
     """Images per second and fixed seconds of one network's runs, from one-epoch probes, and
     the epochs (of how many images) that fill ``args.minutes``."""
     small = args.probe
+    t_small = _probe(args, extra, out, 1, small)[0]
     while True:
         large = min(3 * small, args.train_limit)
-        t_small, t_large = (_probe(args, extra, out, 1, n)[0] for n in (small, large))
+        t_large = _probe(args, extra, out, 1, large)[0]
         # A fast network trains the probes' images in less time than its start-up's jitter: the
-        # difference then says nothing of its speed. Probe with more images until it does.
+        # difference then says nothing of its speed. Probe with more images until it does (the
+        # larger probe becomes the next smaller one).
         if t_large - t_small >= 0.25 * t_small or large >= args.train_limit:
             break
-        small = large
+        small, t_small = large, t_large
     if t_large <= t_small:
         raise SystemExit(f"the probes of {large} and {small} images took {t_large:.1f} and "
                          f"{t_small:.1f} s: no training speed to plan from")
