@@ -177,6 +177,16 @@ def _clean_report(**changes):
     {"prediction_agreement": 0.999}, {"max_rel_diff": 9e-8}, {"max_rel_diff": math.nan},
     {"oracle_checked": 0}, {"images": 0}, {"neuron_types": ["ExpGIF", "IFNeuron"]},
     {"exact_tolerance": {"max_abs_diff": 0.0}}, {"exact_tolerance": {}}, {"oracle_mismatches": None},
+    # the references beyond the recorded run, where they ran
+    {"trained_code_mismatches": 3}, {"trained_prediction_agreement": 0.5},
+    {"trained_max_rel_diff": 0.1, "exact_tolerance": {"max_rel_diff": 1e-12,
+                                                      "trained_max_rel_diff": 1e-12}},
+    {"exact_tolerance": {"max_rel_diff": 1e-12, "unrecorded_max_rel_diff": 1e-12}},
+    {"unrecorded_prediction_agreement": 0.9}, {"float32_kernel_mismatches": 1},
+    {"float32_kernel_checked": 0}, {"float32_prediction_agreement": 0.99},
+    {"float32_max_abs_diff": 1e-7, "exact_tolerance": {"max_rel_diff": 1e-12,
+                                                       "float32_max_abs_diff": 0.0}},
+    {"settings_mismatches": ["form: 'sequential' was asked, the converted network ran 'search'"]},
 ])
 def test_every_check_of_the_verdict_can_fail(change):
     assert is_exact(_clean_report())
@@ -219,23 +229,35 @@ def test_verify_strict_catches_each_fault_on_real_images(capsys, cache_dir, faul
 
 
 def test_faults_are_undone_and_checked(capsys):
-    model = nn.Sequential(nn.Linear(4, 4), ExpGQuant(4, 2), nn.Linear(4, 2))
+    import ge2mst.nn.attention as attention
+    import ge2mst.nn.spiking_attention as spiking_attention
+
+    model = nn.Sequential(ConvBN(3, 16, 3), ExpGQuant(), GWSSA(16, 4, k=2))
     book = expg_codebook(4, 2)
     before = (book.mids.clone(), book.beta.clone(), book.patterns.clone())
-    search, fire = torch.searchsorted, ExpGIF._fire_sequential
+    originals = [(torch, "searchsorted"), (ExpGIF, "_fire_sequential"), (ExpGIF, "membrane_codes"),
+                 (quant, "_grid_values"), (attention, "attention_spacings"),
+                 (spiking_attention, "attention_spacings"), (verify_module, "convert")]
+    kept = [getattr(owner, name) for owner, name in originals]
     for name in FAULTS:
         with inject(name, model):
             pass
     assert torch.equal(book.mids, before[0]) and torch.equal(book.beta, before[1])
     assert torch.equal(book.patterns, before[2])
-    assert torch.searchsorted is search and ExpGIF._fire_sequential is fire
+    assert [getattr(owner, name) for owner, name in originals] == kept
     assert verify_module.convert is convert_function
     with pytest.raises(ConfigError, match="unknown conversion fault"):
         with inject("nonsense", model):
             pass
-    assert main(["verify", "--data", "digits", "--limit", "8", "--inject-fault",
-                 "no-refractoriness"]) == 2
-    assert "--form sequential" in capsys.readouterr().err
+    for name in ("attention-scale", "ignored-attention-products", "unrecorded-magnitude"):
+        with pytest.raises(ConfigError, match="acts on attention"):
+            with inject(name, nn.Sequential(nn.Linear(4, 4), ExpGQuant(4, 2))):
+                pass
+    for fault, needs in (("no-refractoriness", "--form sequential"),
+                         ("ignored-attention-products", "--attention-products spikes"),
+                         ("float32-kernel", "--strict")):
+        assert main(["verify", "--data", "digits", "--limit", "8", "--inject-fault", fault]) == 2
+        assert needs in capsys.readouterr().err
 
 
 def _tie_network():
@@ -264,6 +286,52 @@ def test_verify_catches_ties_rounded_down():
     assert report["code_mismatches"] == 0  # both sides round the ties down together
     assert report["oracle_mismatches"] == 8 and report["form_mismatches"] == 8
     assert report["exact"] is False and not is_exact(report)
+
+
+#: the faults that only the references beyond the recorded run see, and the check that must fire
+REFERENCE_FAULTS = {
+    "attention-scale": "trained_code_mismatches",
+    "ignored-attention-products": "settings_mismatches",
+    "unrecorded-magnitude": "unrecorded_max_rel_diff",
+    "float32-kernel": "float32_kernel_mismatches",
+}
+
+
+@needs_cifar
+@pytest.mark.cifar
+@pytest.mark.parametrize("fault", [None, *REFERENCE_FAULTS])
+def test_faults_in_shared_code_are_caught_by_the_references(capsys, cache_dir, fault):
+    """Each fault leaves the recorded comparison clean (codes, oracle, forms and logits all agree:
+    the checks before the references were blind to it) and is caught by one reference."""
+    argv = ["verify", "--model", "ge2mst_cifar_tiny", "--pretrained", "--data", str(CIFAR),
+            "--data-dir", cache_dir, "--limit", "16", "--json", "--strict"]
+    if fault == "ignored-attention-products":
+        argv += ["--attention-products", "spikes"]
+    code = main([*argv, "--inject-fault", fault] if fault else argv)
+    report = json.loads(capsys.readouterr().out)
+    recorded_clean = (report["code_mismatches"] == report["oracle_mismatches"]
+                      == report["form_mismatches"] == 0
+                      and report["max_rel_diff"] <= EXACT_MAX_REL_DIFF
+                      and report["prediction_agreement"] == 1.0)
+    assert recorded_clean, fault
+    assert report["float32_kernel_checked"] > 1_000_000 and report["trained_codes_compared"] > 0
+    if fault is None:  # the control: every reference ran and agrees
+        assert code == 0 and report["exact"] is True
+        assert report["trained_code_mismatches"] == report["float32_kernel_mismatches"] == 0
+        assert report["trained_max_rel_diff"] <= EXACT_MAX_REL_DIFF
+        assert report["unrecorded_max_rel_diff"] <= EXACT_MAX_REL_DIFF
+        assert report["float32_max_abs_diff"] == 0.0 and report["settings_mismatches"] == []
+        return
+    assert code == 1 and report["exact"] is False
+    check = REFERENCE_FAULTS[fault]
+    assert report[check], (fault, check)
+    assert any(check in line or "settings" in line for line in report["exactness_failures"])
+    if fault == "attention-scale":  # both ANN paths of evaluation moved: the trained one did not
+        assert report["trained_prediction_agreement"] < 1.0
+    if fault == "ignored-attention-products":
+        assert report["attention_products"] == "codes"
+    if fault == "float32-kernel":  # ANN and collapsed SNN share the kernel: only the oracle sees it
+        assert report["float32_max_abs_diff"] == 0.0
 
 
 # ---- the event-level attention and the sample ---------------------------------------------------

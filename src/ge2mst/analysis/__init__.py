@@ -1,5 +1,6 @@
 """Everything that measures a network, each returning a JSON-serialisable dict: exactness
-(`verification`), accuracy and energy (`evaluation`), operation counts (`energy`, and
+(`verification`, with the neuron-by-neuron evidence of `evidence` and the references beyond the
+recorded run of `references`), accuracy and energy (`evaluation`), operation counts (`energy`, and
 `energy_stbp` for networks trained through time), static facts (`info`), effective dimension
 (`effdim`) and deliberate faults that the exactness check must catch (`faults`)."""
 

@@ -18,6 +18,24 @@ undone when the block ends:
   where no later quantizer snaps the drift away) is given lambda * (1 + 1e-7).
 - ``no-refractoriness``: the sequential neuron (form B, ``--form sequential``) may fire twice
   in one group.
+
+Four faults that only the references beyond the recorded run can see:
+
+- ``attention-scale``: the integer-code attention that the eval-mode ANN and the spiking network
+  share drops the score scale s (``attention_spacings`` gives dq dk instead of dq dk s). Both
+  sides move together, codes and logits agree; the trained function (float attention, which
+  applies s itself) does not. Needs a model with attention.
+- ``ignored-attention-products``: the converter ignores ``attention_products="spikes"`` and
+  builds attention that forms the products from codes; the event-level attention never runs.
+  Only the settings read back from the converted network show it. Needs ``--attention-products
+  spikes`` and a model with attention.
+- ``unrecorded-magnitude``: a signed neuron asked for codes without spike trains (what the
+  attention of a user's unrecorded ``snn(x)`` does) compares the signed membrane instead of |V|
+  with the boundaries. A recorded run never takes that path; the unrecorded run does.
+- ``float32-kernel``: the float32 quantizer kernel reads its level table one cell off (each cell
+  returns the next cell's level). The ANN and the fast collapsed spiking network share the
+  kernel and agree bit for bit; a float64 check never runs it; the oracle on every float32
+  output sees it. Needs ``--strict`` (the float32 path).
 """
 
 from __future__ import annotations
@@ -33,11 +51,21 @@ from ..core.coding import expg_codebook
 from ..core.neurons import ExpGIF
 from ..core.quantizers import ExpGQuant, quantizers
 from ..errors import ConfigError
+from ..nn import attention as _attention
+from ..nn import spiking_attention as _spiking_attention
+from ..nn.attention import GWSSA
+from ..nn.spiking_attention import SpikingGWSSA
 from . import verification as _verify
 
-FAULTS = ("floor", "ties-down", "reversed-weights", "lambda-drift", "no-refractoriness")
-#: faults that act on one firing form only
-FAULT_FORMS = {"no-refractoriness": "sequential"}
+FAULTS = ("floor", "ties-down", "reversed-weights", "lambda-drift", "no-refractoriness",
+          "attention-scale", "ignored-attention-products", "unrecorded-magnitude",
+          "float32-kernel")
+#: what a fault needs in order to act: {fault: {verify option: value}} (``strict``: the float32 path)
+FAULT_NEEDS = {"no-refractoriness": {"form": "sequential"},
+               "ignored-attention-products": {"attention_products": "spikes"},
+               "float32-kernel": {"strict": True}}
+#: faults that act on attention, refused for a model without it
+ATTENTION_FAULTS = ("attention-scale", "ignored-attention-products", "unrecorded-magnitude")
 
 
 @contextmanager
@@ -92,11 +120,63 @@ def _fire_without_refractoriness(self: ExpGIF, v: torch.Tensor) -> torch.Tensor:
     return spikes
 
 
+def _unscaled_spacings(q_act, k_act, v_act, attn_act, scale: float) -> tuple[float, float]:
+    return _ORIGINAL_SPACINGS(q_act, k_act, v_act, attn_act, 1.0)
+
+
+_ORIGINAL_SPACINGS = _attention.attention_spacings
+
+
+def _codes_convert(original):
+    def convert(*args, **kwargs):
+        snn = original(*args, **kwargs)
+        for module in snn.modules():
+            if isinstance(module, SpikingGWSSA):
+                module.products = "codes"
+        return snn
+
+    return convert
+
+
+def _membrane_codes_without_magnitude(self: ExpGIF, membrane: torch.Tensor) -> torch.Tensor:
+    signed = self.signed
+    self.signed = False  # the signed membrane itself is compared with the boundaries
+    try:
+        codes = _ORIGINAL_MEMBRANE_CODES(self, membrane)
+    finally:
+        self.signed = signed
+    return codes * torch.sign(membrane).to(codes.dtype) if signed else codes
+
+
+_ORIGINAL_MEMBRANE_CODES = ExpGIF.membrane_codes
+
+
+def _shifted_grid(original):
+    def grid_values(delta, book, device):
+        values = original(delta, book, device)
+        return torch.cat([values[1:], values[-1:]])  # cell k reads cell k + 1's level
+
+    return grid_values
+
+
+def _attention_fault(name: str, stack: ExitStack) -> None:
+    if name == "attention-scale":
+        for module in (_attention, _spiking_attention):
+            stack.enter_context(_patched(module, "attention_spacings", _unscaled_spacings))
+    elif name == "ignored-attention-products":
+        stack.enter_context(_patched(_verify, "convert", _codes_convert(_verify.convert)))
+    else:
+        stack.enter_context(_patched(ExpGIF, "membrane_codes", _membrane_codes_without_magnitude))
+
+
 @contextmanager
 def inject(name: str, model: nn.Module) -> Iterator[None]:
     """Run the block with conversion fault ``name`` (one of `FAULTS`) acting on ``model``."""
     if name not in FAULTS:
         raise ConfigError(f"unknown conversion fault {name!r}; known: {', '.join(FAULTS)}")
+    if name in ATTENTION_FAULTS and not any(isinstance(m, GWSSA) for m in model.modules()):
+        raise ConfigError(f"conversion fault {name!r} acts on attention, and this model has none "
+                          "(try --model ge2mst_cifar_tiny --pretrained)")
     with ExitStack() as stack:
         if name in ("floor", "reversed-weights"):
             for book in _books(model):
@@ -110,6 +190,10 @@ def inject(name: str, model: nn.Module) -> Iterator[None]:
             stack.enter_context(_patched(quant, "TIES", "down"))
         elif name == "lambda-drift":
             stack.enter_context(_patched(_verify, "convert", _drifting_convert(_verify.convert)))
-        else:
+        elif name == "no-refractoriness":
             stack.enter_context(_patched(ExpGIF, "_fire_sequential", _fire_without_refractoriness))
+        elif name == "float32-kernel":
+            stack.enter_context(_patched(quant, "_grid_values", _shifted_grid(quant._grid_values)))
+        else:
+            _attention_fault(name, stack)
         yield

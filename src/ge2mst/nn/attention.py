@@ -211,7 +211,17 @@ class GWSSA(GroupedAttention):
         conv_branch: add the depthwise 3x3 convolution branch on the input.
         T: time steps of the ExpG coding of Q, K, V and of the attention matrix.
         G: temporal groups of that coding.
+
+    Attributes:
+        exact_eval: evaluation (at p = 1) takes the integer-code path that the spiking network
+            shares (default True). False makes evaluation take the float path of training (float
+            products of the quantized values, the attention quantizer on their float scores):
+            the function the weights were trained through, which `ge2mst.analysis.verify` runs
+            as a reference that shares no attention code with the spiking network
+            (`float_attention`).
     """
+
+    exact_eval: bool = True
 
     def __init__(self, dim: int, heads: int, global_ratio: float = 0.5, k: int | None = None,
                  window: int | None = None, conv_branch: bool = True, T: int = 4, G: int = 2):
@@ -228,7 +238,8 @@ class GWSSA(GroupedAttention):
         # the exact integer-code path is the quantized network (p = 1); training, calibration
         # looking at the raw inputs, and an evaluation in the middle of progressive training
         # (p < 1: the hybrid network that is being trained) take the float path, which honours p
-        if self.training or self.attn_act.bypass or any(a.p < 1.0 for a in acts):
+        if (self.training or not self.exact_eval or self.attn_act.bypass
+                or any(a.p < 1.0 for a in acts)):
             q, k_, v = self.q_act(q_pre), self.k_act(k_pre), self.v_act(v_pre)
 
             def op(a, b, c):
@@ -258,6 +269,15 @@ class GWSSA(GroupedAttention):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, conv_branch={self.conv is not None}"
+
+
+def float_attention(model: nn.Module, on: bool = True) -> nn.Module:
+    """Make every GW-SSA / SSA of ``model`` evaluate through the float path of training (``on``)
+    or the exact integer-code path (``on=False``, the default state); returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, GWSSA):
+            module.exact_eval = not on
+    return model
 
 
 def attention_spacings(q_act, k_act, v_act, attn_act, scale: float) -> tuple[float, float]:

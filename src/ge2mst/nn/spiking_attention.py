@@ -56,6 +56,9 @@ class SpikingGWSSA(GroupedAttention):
         super().__init__(dim, heads, global_ratio, k, window)
         self.step_mode = "event"
         self.products = "codes"
+        #: how the last call formed the two products ("codes" or "spikes"): what really ran, which
+        #: `ge2mst.analysis.verify` reports and holds against what was asked
+        self.ran_products: str | None = None
         self.last_ops: dict | None = None
 
     @classmethod
@@ -115,6 +118,7 @@ class SpikingGWSSA(GroupedAttention):
             out = self._attend_spikes(sq, sk, sv, score_scale, attn_fire, out_scale)
         else:
             out = self.attend(nq, nk, nv, op)
+            self.ran_products = "codes"
         out = out.to(x.dtype)
         if self.q_act.counting:  # spikes per neuron from the neurons' tallies
             self.last_ops = self._count(*(n.last_tally.per_neuron() for n in
@@ -134,6 +138,7 @@ class SpikingGWSSA(GroupedAttention):
         """Both products from the spike trains: sum over step pairs (t, u) of the signed
         coincidence count s_t . s_u, shifted left by (T-1-t) + (T-1-u)."""
         T, B, _, H, W = sq.shape
+        self.ran_products = "spikes"
         gq, gk, gv = (self.grouped(s.flatten(0, 1).to(torch.float64)).unflatten(0, (T, B))
                       for s in (sq, sk, sv))
         scores = _shift_add(gq, gk.transpose(-1, -2))  # the integers nq nk^T
