@@ -43,12 +43,12 @@ def timed(model, batches, **options) -> tuple[dict, float]:
     return report, time.perf_counter() - start
 
 
-def cost_table(data, limit: int, batch_size: int) -> None:
+def cost_table(data, limit: int, batch_size: int, models: list[str] | None = None) -> None:
     print("| model | images | recorded comparison alone, s | with the references, s | ratio | "
           "exact | trained code mismatches / compared | trained max rel diff | "
           "unrecorded max rel diff | float32 max abs diff | float32 kernel mismatches / checked |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name in sorted(shipped_weights()):
+    for name in models or sorted(shipped_weights()):
         model = create_model(name, pretrained=True)
         batches = batches_for(model, data, limit, batch_size)
         _, alone = timed(model, batches, **ALONE)
@@ -85,12 +85,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--fault-images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--models", nargs="*", default=None, help="default: every shipped model")
+    parser.add_argument("--no-faults", action="store_true", help="the cost table alone")
     args = parser.parse_args()
     data = load_dataset(args.data, split="test", limit=args.limit)
     print(f"device: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
           f"threads, torch {torch.__version__}; {args.limit} CIFAR-10 test images\n")
-    cost_table(data, args.limit, args.batch_size)
-    fault_table(data, args.fault_images, args.batch_size)
+    cost_table(data, args.limit, args.batch_size, args.models)
+    if not args.no_faults:
+        fault_table(data, args.fault_images, args.batch_size)
 
 
 if __name__ == "__main__":
