@@ -176,11 +176,24 @@ def test_partially_mixed_model_is_refused(digits):
         convert(model)
 
 
-@pytest.mark.parametrize("bad", [nn.ReLU(), nn.MaxPool2d(2), nn.GELU()])
+@pytest.mark.parametrize("bad", [nn.ReLU(), nn.LayerNorm(4), nn.GELU()])
 def test_non_spiking_modules_are_refused_with_their_name(bad):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), ExpGQuant(), bad, nn.Flatten(1))
     with pytest.raises(ConversionError, match=r"'2'"):
         convert(model)
+
+
+def test_max_pooling_of_spikes_converts_exactly_and_of_currents_is_refused(digits):
+    x, _ = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), ExpGQuant(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 8, 3, padding=1), ExpGQuant(), nn.MaxPool2d(2, padding=1),
+                          nn.Flatten(), nn.Linear(8 * 3 * 3, 10))
+    calibrate(model, [x[:128]])
+    report = verify(model.eval(), [(x[:64], None)], oracle_sample=None)
+    assert report["exact"] is True and report["codes_compared"] > 0
+    with pytest.raises(ConversionError, match=r"max pooling '1' takes the output of Synapse"):
+        convert(nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2), ExpGQuant()))
 
 
 def test_unfoldable_batchnorm_and_empty_model_are_refused():

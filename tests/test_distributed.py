@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ge2mst._files import LOCK_NAME
 from ge2mst.core.quantizers import ExpGQuant
 from ge2mst.training.trainer import TrainConfig, Trainer
 
@@ -88,5 +89,5 @@ def test_torchrun_two_processes_one_report_and_one_run_folder(tmp_path):
     assert report["last_epoch"]["test_accuracy"] == report["ann_accuracy"]
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3  # header + one row per epoch, written once
-    assert sorted(p.name for p in out.iterdir()) == ["last.json", "last.safetensors", "metrics.csv",
-                                                     "trainer.pt"]
+    kept = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    assert kept == ["last.json", "last.safetensors", "metrics.csv", "trainer.pt"]

@@ -263,11 +263,13 @@ def test_failed_conversion_leaves_the_existing_output_untouched(capsys, digits_c
     out = tmp_path / "snn.safetensors"
     assert run(capsys, "convert", digits_ckpt, "--out", out)[0] == 0
     before = out.read_bytes(), out.with_suffix(".json").read_bytes()
+    assert_one_line_error(*run(capsys, "convert", digits_ckpt, "--out", out), "--overwrite")
     assert_one_line_error(*run(capsys, "convert", digits_ckpt, "--out", out, "--T", "4",
-                               "--groups", "3"), "must divide T")
+                               "--groups", "3", "--overwrite"), "must divide T")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
-    assert_one_line_error(*run(capsys, "convert", bad, "--out", out), "truncated or corrupt")
+    assert_one_line_error(*run(capsys, "convert", bad, "--out", out, "--overwrite"),
+                          "truncated or corrupt")
     assert (out.read_bytes(), out.with_suffix(".json").read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors", "snn.json",
                                                          "snn.safetensors"]  # no temporary left

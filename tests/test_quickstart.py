@@ -57,3 +57,46 @@ def test_the_summary_points_at_each_shipped_model(monkeypatch):
     assert line.endswith("ge2mst eval --model ge2mst_cifar_tiny --pretrained --data cifar10")
     monkeypatch.setattr("ge2mst.models.pretrained.shipped_weights", lambda: {})
     assert quickstart.shipped_hint() == []
+
+
+def _overlaps(box, boxes) -> list:
+    return [b for b in boxes if box.overlaps(b)]
+
+
+def test_the_figure_legends_cover_no_bar_and_no_marker(tmp_path, capsys):
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.transforms import Bbox
+
+    from ge2mst.training import quickstart
+
+    main(["quickstart", "--out", str(tmp_path / "q"), "--epochs", "2", "--train-limit", "200",
+          "--limit", "100", "--json", "--seed", "3"])
+    report = json.loads(capsys.readouterr().out)
+
+    def covered(onto_the_tallest_marker: bool = False) -> list:
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+        try:
+            quickstart.draw_report(report, fig, axes)
+            ax = axes[1]
+            points = ax.collections[0].get_offsets()
+            if onto_the_tallest_marker:  # the control: a legend where the old figure had it
+                x, y = points[int(np.argmax(points[:, 1]))]
+                ax.legend(fontsize=8, loc="center", bbox_to_anchor=(x, y),
+                          bbox_transform=ax.transData)
+            fig.tight_layout()
+            fig.canvas.draw()
+            legend = ax.get_legend().get_window_extent()
+            bars = [p.get_window_extent() for p in ax.patches if p.get_height() > 0]
+            marks = ax.collections[0].get_offset_transform().transform(points)
+            half = 600 ** 0.5 / 2 * fig.dpi / 72  # the "_" marker, s = 600 points^2
+            marks = [Bbox([[x - half, y - 1], [x + half, y + 1]]) for x, y in marks]
+            return _overlaps(legend, bars) + _overlaps(legend, marks)
+        finally:
+            plt.close(fig)
+
+    assert covered() == []
+    assert covered(onto_the_tallest_marker=True)  # the check sees a legend over the data

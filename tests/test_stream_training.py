@@ -1,8 +1,10 @@
 """Training on streamed image folders: every image once per epoch, in worker processes and across
 ranks; a kill mid-epoch resumes to the weights of an uninterrupted run; bad files are named."""
 
+import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -187,15 +189,25 @@ def test_a_corrupt_image_is_named_or_skipped_and_counted(small_folder, tmp_path,
     good = (small_folder / "train" / "class0" / "0000.jpg").read_bytes()
     (bad / "cut.jpg").write_bytes(good[: len(good) // 3])  # truncated
     (bad / "junk.jpg").write_bytes(b"not an image at all")
+    held_out_bad = folder / "test" / "zzz_bad"  # the held-out split has one as well
+    held_out_bad.mkdir()
+    (held_out_bad / "junk.jpg").write_bytes(b"\xff\xd8 not a JPEG either")
     args = ["train", "--data", str(folder), "--data-mode", "stream", "--img-size", str(SIDE),
             "--epochs", "1", "--batch-size", "32", "--model", "ge2mst_cnn_tiny", "--workers", "1",
-            "--no-tensorboard", "--json"]
-    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+            "--no-tensorboard"]
+    assert main([*args, "--json", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "zzz_bad" in err and ".jpg" in err
-    assert main([*args, "--skip-bad-images", "--out", str(tmp_path / "b")]) == 0
+    assert main([*args, "--json", "--skip-bad-images", "--out", str(tmp_path / "b")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["last_epoch"]["skipped_images"] == 2
+    assert report["last_epoch"]["skipped_test_images"] == 1
+    with open(tmp_path / "b" / "metrics.csv") as fh:  # counted in the metrics, as --help says
+        (row,) = list(csv.DictReader(fh))
+    assert row["skipped_images"] == "2" and row["skipped_test_images"] == "1"
+    assert main([*args, "--skip-bad-images", "--out", str(tmp_path / "c")]) == 0
+    text = capsys.readouterr().out  # and in the summary a person reads
+    assert re.search(r"images skipped\s+2 of the train split, 1 held out", text)
 
 
 def test_the_imagenet_recipe_reads_as_options_the_command_line_overrides():

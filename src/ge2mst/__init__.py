@@ -7,6 +7,7 @@ Train with ExpG quantizers (one ordinary forward pass per image, whatever T is),
 from ._version import __version__
 from .conversion.calibration import calibrate
 from .conversion.converter import SpikingNetwork, convert
+from .conversion.preparation import prepare
 from .core import (
     ExpGCodeBook,
     ExpGIF,
@@ -38,6 +39,7 @@ __all__ = [
     "CheckpointError", "ConfigError", "ConversionError", "DataError", "ExpGCodeBook", "ExpGIF",
     "ExpGQuant", "ExpIFQuant", "Ge2msError", "IFNeuron", "InputError", "QCFSQuant", "Quantizer",
     "SignedExpGQuant", "SpikingNetwork", "SpikingNeuron", "UniformCodeBook", "calibrate",
-    "convert", "create_model", "expg_codebook", "list_models", "quantize", "register_model",
+    "convert", "create_model", "expg_codebook", "list_models", "prepare", "quantize",
+    "register_model",
     "set_mixing", "set_time_steps", "uniform_codebook", "__version__",
 ]

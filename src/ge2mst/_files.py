@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+#: the lock file of a folder in use (`folder_lock`)
+LOCK_NAME = ".ge2mst.lock"
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -65,4 +71,40 @@ class LineProgress:
         self.shown, self.last = self.n, time.monotonic()
 
 
-__all__ = ["LineProgress", "progress", "sha256_of"]
+class FolderInUse(RuntimeError):
+    """`folder_lock` found the folder locked by another process (the message says which)."""
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder`` (created when missing) for this process while the block runs.
+
+    The lock is an advisory ``flock`` on ``folder/.ge2mst.lock``, which the operating system
+    releases when the process ends in any way (a killed run leaves nothing stuck); the file keeps
+    the holder's process id, host and start time for the message another process gets
+    (`FolderInUse`). Where ``fcntl`` is missing (Windows) the block runs unlocked.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield path
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+            raise FolderInUse(f"{str(folder)!r} is in use by {holder}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (f"process {os.getpid()} on {socket.gethostname()} since "
+                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+__all__ = ["LOCK_NAME", "FolderInUse", "LineProgress", "folder_lock", "progress", "sha256_of"]

@@ -62,6 +62,22 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return tensors, config
 
 
+def read_config(path: str | os.PathLike) -> dict | None:
+    """The config embedded in a ge2mst training checkpoint, read from the file's header alone
+    (no tensor is loaded); None for anything else (another file, a damaged one: whoever loads it
+    reports that)."""
+    try:
+        with open(path, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if not 0 < size < 1 << 26:
+                return None
+            meta = json.loads(fh.read(size)).get("__metadata__") or {}
+        config = json.loads(meta["ge2mst"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def _compare_sidecar(path: Path, config: dict) -> None:
     """Warn when the ``.json`` beside a checkpoint (written for people and tools) was edited to
     another model: the config embedded in the ``.safetensors`` is the one used."""

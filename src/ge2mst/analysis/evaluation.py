@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from .._checks import dtype_named
-from ..conversion.converter import SpikingNetwork, _input_spec, check_input, convert
+from .._files import progress as progress_bar
+from ..conversion.converter import SpikingNetwork, _input_spec, check_input, convert, fuse_batchnorm
 from ..conversion.kinds import default_encoding, method_of, one_or_list, time_groups
 from ..core.quantizers import quantizers
 from ..errors import ConfigError, DataError, InputError
@@ -35,6 +36,15 @@ from .energy import OperationCounter, count_operations
 from .energy_stbp import count_stbp_operations
 
 MODES = ("ann", "snn", "both")
+#: what a float32 evaluation of an ExpG model compares, by step mode
+FLOAT32_NOTE = {
+    "collapsed": "float32: the ANN is the BatchNorm-folded ANN, which the collapsed spiking "
+                 "network equals bit for bit",
+    "event": "float32: the ANN is the BatchNorm-folded ANN; the event-mode spiking network sums "
+             "each time step in float32, so a membrane within rounding of a boundary can take the "
+             "neighbouring code and the logits can differ: --step-mode collapsed (bit for bit) "
+             "or --dtype float64 (the default, exact) for the exact comparison",
+}
 
 #: the energy keys of `count_operations` kept in an evaluation report
 ENERGY_KEYS = ("preset", "pj_per_accumulate", "pj_per_mac", "sops", "macs", "energy_mj",
@@ -44,12 +54,14 @@ ENERGY_KEYS = ("preset", "pj_per_accumulate", "pj_per_mac", "sops", "macs", "ene
 
 def _run(net: Callable[[torch.Tensor], torch.Tensor],
          batches: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
-         dtype: torch.dtype) -> tuple[torch.Tensor, float]:
+         dtype: torch.dtype, desc: str | None = None) -> tuple[torch.Tensor, float]:
     """Logits of ``net`` (a network, or an `OperationCounter` around one) on every batch
-    (concatenated, float64 on the CPU) and the seconds taken."""
+    (concatenated, float64 on the CPU) and the seconds taken; with ``desc``, a progress bar of
+    that name with its expected time (on a terminal)."""
     outs = []
     start = time.perf_counter()
-    for images, _ in batches:
+    for images, _ in progress_bar(batches, desc or "", desc is not None, unit="batch",
+                                  disable=None):
         try:
             outs.append(net(images.to(dtype)).detach().to("cpu", torch.float64))
         except RuntimeError as exc:  # e.g. an image size the model was not built for
@@ -81,7 +93,7 @@ def _scores(logits: torch.Tensor, labels: torch.Tensor | None, seconds: float) -
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], *,
              mode: str = "both", form: str = "search", encoding: str | None = None,
              dtype: str = "float64", preset: str = "45nm-fp32", energy: bool = True,
-             step_mode: str = "event") -> dict:
+             step_mode: str = "event", progress: bool = False) -> dict:
     """Evaluate ``model`` (ANN mode) and/or its spiking network on ``batches``.
 
     Args:
@@ -101,6 +113,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         step_mode: how the spiking network runs: ``"event"`` (layer by layer over T steps of
             spike trains) or ``"collapsed"`` (synapses summed over time in one pass). Same
             outputs, and the same energy counts.
+        progress: show a progress bar per pass, with its expected time (on a terminal).
 
     Returns:
         a JSON-serialisable dict: ``images``, ``num_classes``, ``method``, ``mode``, ``T``,
@@ -114,15 +127,16 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     ann_logits = snn_logits = None
     # one copy in the arithmetic asked for: the ANN, and the network that is converted (BatchNorm
     # folded in that arithmetic, as `ge2mst.analysis.verification` does)
-    base = copy.deepcopy(model).eval().to(tdtype)
+    base = _reference_ann(model, method, tdtype, step_mode, report)
     if mode in ("ann", "both") and method != "stbp":
-        ann_logits, seconds = _run(base, batches, tdtype)
+        ann_logits, seconds = _run(base, batches, tdtype, "ANN" if progress else None)
         report["ann"] = _scores(ann_logits, labels, seconds)
     if mode in ("snn", "both"):
         snn, neuron = _spiking_network(model, base, method, report, form=form, encoding=encoding,
                                        step_mode=step_mode)
         snn_logits = _run_snn(snn, batches, labels, method, report, neuron=neuron, dtype=tdtype,
-                              energy=energy, preset=preset, step_mode=step_mode)
+                              energy=energy, preset=preset, step_mode=step_mode,
+                              desc=f"SNN ({step_mode}, {dtype})" if progress else None)
         if method == "stbp" and mode == "both":
             report["note"] = ("an STBP network is its own spiking network: there is no ANN mode "
                               "to compare with")
@@ -133,6 +147,19 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         report["groups"] = one_or_list(b.G for b in books if hasattr(b, "G"))
     _compare(report, ann_logits, snn_logits, labels)
     return report
+
+
+def _reference_ann(model: nn.Module, method: str, dtype: torch.dtype, step_mode: str,
+                   report: dict) -> nn.Module:
+    """A copy of ``model`` in ``dtype``; in float32 an ExpG model's BatchNorm folded: float32 is
+    exact against the deployable ANN (the collapsed spiking network equals it bit for bit), so
+    that is the ANN scored and compared with (said in ``report``)."""
+    base = copy.deepcopy(model).eval().to(dtype)
+    if dtype == torch.float32 and method == "expg":
+        base = fuse_batchnorm(base, inplace=True)
+        report["ann_reference"] = "BatchNorm folded"
+        report["note"] = FLOAT32_NOTE.get(step_mode, FLOAT32_NOTE["event"])
+    return base
 
 
 def _check_request(model: nn.Module, batches, mode: str) -> tuple[list, str, torch.Tensor | None]:
@@ -189,17 +216,18 @@ def _spiking_network(model: nn.Module, base: nn.Module, method: str, report: dic
 
 
 def _run_snn(snn: nn.Module, batches: list, labels, method: str, report: dict, *, neuron: str,
-             dtype: torch.dtype, energy: bool, preset: str, step_mode: str) -> torch.Tensor:
+             dtype: torch.dtype, energy: bool, preset: str, step_mode: str,
+             desc: str | None = None) -> torch.Tensor:
     """Run the spiking network (timed; counting its operations in the same pass in event mode)
     and write its scores and energy into ``report``; its logits."""
     counts = None
     if energy and method != "stbp" and step_mode == "event":
         # one timed pass that also counts: images/s then include the counting
         with OperationCounter(snn, preset) as counter:
-            logits, seconds = _run(counter, batches, dtype)
+            logits, seconds = _run(counter, batches, dtype, desc)
             counts = counter.report()
     else:
-        logits, seconds = _run(snn, batches, dtype)
+        logits, seconds = _run(snn, batches, dtype, desc)
     report["snn"] = {**_scores(logits, labels, seconds), "neuron": neuron}
     if counts is not None:
         report["snn"]["images_per_s_includes"] = "operation and energy counting"

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 @contextmanager
 def figure(path, ncols: int = 1, figsize: tuple[float, float] = (6.5, 4.5),
            dpi: int = 110) -> Iterator[tuple]:
     """``with figure(path, 2, (13, 4.5)) as (fig, axes):`` a figure of ``ncols`` axes side by
-    side (``axes`` an array when ``ncols`` > 1), laid out tight and saved to ``path`` (PNG at
-    ``dpi``) when the block ends without error; closed in every case."""
+    side (``axes`` an array when ``ncols`` > 1), laid out tight and saved to ``path`` (its format
+    from its suffix, raster ones at ``dpi``; missing folders created) when the block ends without
+    error; closed in every case."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,6 +29,7 @@ def figure(path, ncols: int = 1, figsize: tuple[float, float] = (6.5, 4.5),
     try:
         yield fig, axes
         fig.tight_layout()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=dpi)
     finally:
         plt.close(fig)

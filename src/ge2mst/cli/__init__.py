@@ -53,11 +53,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ge2mst: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ge2mst: interrupted", file=sys.stderr)
+        print(f"ge2mst: interrupted{_after_interrupt(args)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
+
+
+def _after_interrupt(args) -> str:
+    """What a user can do after Ctrl-C: a training run resumes from its last save."""
+    from pathlib import Path
+
+    from ..training.run import STATE
+
+    if getattr(args, "command", None) != "train":
+        return ""
+    if not (Path(args.out) / STATE).is_file():
+        return (f"; nothing of the run was saved yet ({args.out!r} is written at the end of each "
+                "epoch, or every --save-every STEPS steps)")
+    return (f"; {args.out!r} keeps the last saved state: run the same command with --resume to "
+            "continue it (--save-every STEPS saves within epochs too)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -134,9 +134,11 @@ def add_json(p, help: str | None = None) -> None:
 
 
 def add_data_args(p, split: str = "test", limit: int | None = None,
-                  held_out: bool = False) -> None:
+                  held_out: bool = False, recorded: bool = False) -> None:
     """``--data``, ``--split``, ``--limit`` and ``--data-dir``; ``held_out``: the split and limit
-    are those of the images scored while training (``--limit`` also spelt ``--test-limit``)."""
+    are those of the images scored while training (``--limit`` also spelt ``--test-limit``);
+    ``recorded``: ``--split``, ``--img-size`` and ``--crop-ratio`` default to the settings a
+    checkpoint recorded (`_runs.apply_recorded_data_settings`), else ``split`` and the usual."""
     p.add_argument("--data", default="digits",
                    help="'digits' (scikit-learn's bundled 8x8 digits), an ImageFolder directory, "
                         "a directory with train/ and test/ ImageFolders, or a .tar.gz of either "
@@ -148,19 +150,34 @@ def add_data_args(p, split: str = "test", limit: int | None = None,
                        help="score this many held-out images, balanced over classes (default: "
                             "all; the training images: --train-limit)")
     else:
-        p.add_argument("--split", default=split, help=f"split to use (default: {split})")
+        where = "the checkpoint's, else " if recorded else ""
+        p.add_argument("--split", default=None if recorded else split,
+                       help=f"split to use (default: {where}{split})")
         p.add_argument("--limit", type=_positive_int, default=limit,
                        help="use this many images, balanced over classes (default: all)")
     p.add_argument("--data-dir", default=None,
                    help="cache folder for extracted archives (default: $GE2MST_CACHE or "
                         "~/.cache/ge2mst)")
+    own = "the checkpoint's, else " if recorded else ""
     p.add_argument("--img-size", type=_positive_int, default=None, metavar="S",
                    help="image folders: resize each image and centre-crop it to S x S (images "
                         "of any size; training crops at random); other data: resize to S "
-                        "(default: the images' own size)")
-    p.add_argument("--crop-ratio", type=_fraction, default=CROP_RATIO,
+                        f"(default: {own}the images' own size)")
+    p.add_argument("--crop-ratio", type=_fraction, default=None if recorded else CROP_RATIO,
                    help="with --img-size: the centre crop's share of the resized image's shorter "
-                        "side (the image is resized to S / ratio first)")
+                        f"side (the image is resized to S / ratio first; default: {own}"
+                        f"{CROP_RATIO})")
+
+
+def add_user_model_args(p) -> None:
+    """``--model-file`` and ``--init-weights``: a network of the user's own, from a file."""
+    p.add_argument("--model-file", default=None, metavar="PATH.py:FACTORY",
+                   help="your own network: a Python file and the function or class in it that "
+                        "builds it (an ordinary nn.Module; ge2mst.prepare makes its ReLUs ExpG "
+                        "quantizers)")
+    p.add_argument("--init-weights", default=None, metavar="FILE",
+                   help="with --model-file: float weights to start from (a state_dict saved with "
+                        "torch.save, or a .safetensors file)")
 
 
 def add_model_args(p, default_model: str = "ge2mst_cnn_tiny") -> None:
@@ -172,6 +189,7 @@ def add_model_args(p, default_model: str = "ge2mst_cnn_tiny") -> None:
     p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="PATH",
                    help="the weights shipped with ge2mst for --model (alone), or a checkpoint "
                         "or run folder (see create_model(..., pretrained=...))")
+    add_user_model_args(p)
     add_time_steps(p, help="time steps (default: 4, or the checkpoint's)")
     add_groups(p, help="temporal groups G, dividing T (default: 2, or the checkpoint's)")
 
@@ -179,7 +197,7 @@ def add_model_args(p, default_model: str = "ge2mst_cnn_tiny") -> None:
 def add_run_args(p, limit: int | None = 512) -> None:
     """Model, data and calibration options shared by the commands that run a model on images."""
     add_model_args(p)
-    add_data_args(p, limit=limit)
+    add_data_args(p, limit=limit, recorded=True)
     p.add_argument("--batch-size", type=_positive_int, default=64, help="images per batch")
     p.add_argument("--calib-images", type=_positive_int, default=256,
                    help="images used to calibrate lambda when no checkpoint is given")
@@ -207,20 +225,46 @@ def _unwritable_folder(folder: Path) -> str | None:
     return None
 
 
+#: the figure formats matplotlib writes (``--plot``), by file suffix
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".svgz", ".eps", ".ps", ".jpg", ".jpeg", ".tif",
+                   ".tiff", ".webp")
+
+
+def add_overwrite(p) -> None:
+    """``--overwrite``: the one way to let a command replace a file that exists."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace output files that exist (without it an existing file is refused "
+                        "before any work)")
+
+
 def check_outputs(args, outputs: dict[str, str]) -> None:
-    """Refuse, before any work, an output that cannot be written: ``outputs`` maps an argument
-    (``"out"``, ``"plot"``, ...) to ``"file"`` or ``"folder"``; unset arguments are skipped."""
+    """Refuse, before any work, an output that cannot or may not be written: ``outputs`` maps an
+    argument (``"out"``, ``"plot"``, ...) to ``"file"``, ``"figure"`` (a file matplotlib can write,
+    by its suffix), ``"folder"`` or ``"pair"`` (a file whose command checks itself whether it and
+    its companions exist, after its own checks); unset arguments are skipped. The one rule of
+    every command: an existing file is replaced only with ``--overwrite`` (a training run folder:
+    only with ``--resume``, `ge2mst.training.run`); a missing folder is created."""
     for name, kind in outputs.items():
         value = getattr(args, name, None)
         if not value:
             continue
+        flag = "--" + name.replace("_", "-")
         path = Path(value)
-        if kind == "file" and path.is_dir():
-            why = f"{str(path)!r} is a folder"
-        elif kind == "file" and path.exists() and not os.access(path, os.W_OK):
-            why = f"{str(path)!r} is not writable"
-        else:
-            why = _unwritable_folder(path if kind == "folder" else path.parent)
+        why = _why_not(path, kind, getattr(args, "overwrite", False))
         if why:
-            flag = "--" + name.replace("_", "-")
             raise ConfigError(f"{flag} {value!r} cannot be written: {why}")
+
+
+def _why_not(path: Path, kind: str, overwrite: bool) -> str | None:
+    if kind == "folder":
+        return _unwritable_folder(path)
+    if path.is_dir():
+        return f"{str(path)!r} is a folder"
+    if kind == "figure" and path.suffix.lower() not in FIGURE_SUFFIXES:
+        return (f"matplotlib writes no {path.suffix or 'suffix-less'!r} figure; end the name in "
+                f"one of {', '.join(FIGURE_SUFFIXES)}")
+    if path.exists() and not overwrite and kind != "pair":
+        return "the file exists; pass --overwrite to replace it, or choose another name"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{str(path)!r} is not writable"
+    return _unwritable_folder(path.parent)

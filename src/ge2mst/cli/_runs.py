@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import torch
 
 from ..conversion.kinds import is_stbp
-from ..errors import ConfigError
+from ..data import CROP_RATIO
+from ..errors import ConfigError, Ge2msError
 
 
 def load_model_for(args, data) -> tuple[torch.nn.Module, dict]:
@@ -24,17 +26,43 @@ def load_model_for(args, data) -> tuple[torch.nn.Module, dict]:
         override["G"] = args.groups
     if args.checkpoint and getattr(args, "pretrained", None) is not None:
         raise ConfigError("give --checkpoint or --pretrained, not both")
+    user = _user_model(args, override)
+    if user is not None:
+        return user, {}
     if args.checkpoint:
         model, config = load_checkpoint(args.checkpoint, model_name=args.model, **override)
         args.model = config["model"]
         return model, config
     args.model = args.model or args.default_model
     if getattr(args, "pretrained", None) is not None:
-        model = create_model(args.model, pretrained=args.pretrained, **override)
+        with warnings.catch_warnings():  # a T or G the weights were not trained at: a note
+            warnings.simplefilter("ignore", UserWarning)
+            model = create_model(args.model, pretrained=args.pretrained, **override)
+        if "note" in model.pretrained_cfg and not getattr(args, "json", False):
+            print(f"note: {model.pretrained_cfg['note']}", file=sys.stderr)
         return model, model.pretrained_cfg
     kwargs = model_kwargs_for(args.model, num_classes=data.num_classes, in_chans=data.in_chans,
                               img_size=data.image_size[0], T=args.T, G=args.groups)
     return create_model(args.model, **kwargs), {}
+
+
+def _user_model(args, override: dict):
+    """The prepared network of ``--model-file`` (None without one); its float weights from
+    ``--init-weights``. A checkpoint of such a network needs no ``--model-file``: it names it."""
+    from ..conversion.user_models import build_user_model, parse_model_file
+
+    if getattr(args, "init_weights", None) and not getattr(args, "model_file", None):
+        raise ConfigError("--init-weights gives float weights to the network of --model-file")
+    if not getattr(args, "model_file", None):
+        return None
+    if args.checkpoint or getattr(args, "pretrained", None) is not None or args.model:
+        raise ConfigError("--model-file builds the network itself: drop --model, --checkpoint "
+                          "and --pretrained (a checkpoint of it rebuilds it without the option)")
+    path, factory = parse_model_file(args.model_file)
+    model = build_user_model(path, factory, T=override.get("T", 4), G=override.get("G", 2),
+                             init_weights=args.init_weights)
+    args.model = model.model_name
+    return model
 
 
 def _load_run_data(args):
@@ -113,10 +141,40 @@ UNTRAINED = ("no --checkpoint or --pretrained: this is an untrained network (ini
              "model")
 
 
+#: the data settings a training run records in its checkpoints, and their defaults
+DATA_SETTINGS = {"split": "test", "img_size": None, "crop_ratio": CROP_RATIO}
+
+
+def apply_recorded_data_settings(args) -> dict:
+    """Fill ``--split``, ``--img-size`` and ``--crop-ratio`` left unset from the data settings
+    that the checkpoint (``--checkpoint``, or ``--pretrained PATH``) recorded, else from the
+    defaults; returns the settings taken from the checkpoint."""
+    from .._weights import read_config
+    from ..models.pretrained import resolve
+
+    source = args.checkpoint
+    pretrained = getattr(args, "pretrained", None)
+    if source is None and pretrained is not None and args.model is not None:
+        try:
+            source = resolve(args.model, pretrained)
+        except Ge2msError:
+            source = None  # loading the model says what is wrong
+    recorded = ((read_config(source) or {}).get("data_settings") or {}) if source else {}
+    taken = {}
+    for key, default in DATA_SETTINGS.items():
+        if getattr(args, key, None) is None:
+            value = recorded.get(key)
+            if value is not None:
+                taken[key] = value
+            setattr(args, key, default if value is None else value)
+    return taken
+
+
 def prepare_run(args):
     """Data, model (checkpoint, or built and calibrated on the images) and normalised batches."""
     from ..conversion.calibration import calibrate
 
+    recorded = apply_recorded_data_settings(args)
     data = _load_run_data(args)
     model, config = load_model_for(args, data)
     batches = _normalized_batches(args, data, config)
@@ -129,11 +187,18 @@ def prepare_run(args):
     trained = bool(args.checkpoint) or pretrained is not None
     header = {"model": args.model, "checkpoint": args.checkpoint, "data": args.data,
               "split": args.split, "trained": trained, "calibrated": calibrated, "seed": args.seed}
-    if not trained and not getattr(args, "json", False):
+    if recorded:  # the data settings the checkpoint recorded, used as no option overrode them
+        header["data_settings_recorded"] = recorded
+    if getattr(args, "init_weights", None):
+        header["init_weights"] = args.init_weights  # float weights, lambda calibrated
+    elif not trained and not getattr(args, "json", False):
         print(f"note: {UNTRAINED}", file=sys.stderr)
     if pretrained is not None:
         header["pretrained"] = "shipped" if pretrained is True else str(pretrained)
         header["pretrained_sha256"] = model.pretrained_cfg["sha256"]
+        header["trained_at"] = model.pretrained_cfg.get("trained_at")
+        if "note" in model.pretrained_cfg:
+            header["note"] = model.pretrained_cfg["note"]
     return model, batches, header
 
 
@@ -150,6 +215,7 @@ def prepare_spiking(args):
     if args.model is not None and args.model != name:
         raise CheckpointError(f"spiking network {args.checkpoint!r} holds model {name!r}, "
                               f"not {args.model!r}")
+    apply_recorded_data_settings(args)
     data = _load_run_data(args)
     batches = _normalized_batches(args, data, snn.description)
     header = {"model": name, "checkpoint": args.checkpoint, "data": args.data,

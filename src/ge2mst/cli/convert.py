@@ -8,7 +8,7 @@ from pathlib import Path
 from . import _args
 
 #: the outputs of the command, checked before any work (`_args.check_outputs`)
-OUTPUTS = {"out": "file"}
+OUTPUTS = {"out": "pair"}
 
 
 def add_parser(subparsers) -> None:
@@ -25,6 +25,7 @@ def add_parser(subparsers) -> None:
     _args.add_choice(p, "--attention-products")
     p.add_argument("--if-steps", type=_args._positive_int, default=None,
                    help="time steps of vanilla IF neurons (QCFS models; default: the quantizer's L)")
+    _args.add_overwrite(p)
     _args.add_json(p, help="print the description as one JSON object")
     p.set_defaults(func=run)
 
@@ -41,6 +42,11 @@ def _output_path(args) -> Path:
                          or out.with_suffix(".json").resolve() == src.with_suffix(".json").resolve()):
         raise CheckpointError(f"--out {args.out!r} would overwrite the trained checkpoint "
                               f"{args.checkpoint!r}: choose another file")
+    description = out.with_suffix(".json")
+    for path, what in ((out, "the file"), (description, "its description " + repr(str(description)))):
+        if path.exists() and not args.overwrite:
+            raise CheckpointError(f"--out {args.out!r} cannot be written: {what} exists; pass "
+                                  "--overwrite to replace it, or choose another name")
     return out
 
 

@@ -10,7 +10,7 @@ from . import _args
 from ._runs import batch_images, emit, prepare_run
 
 #: the outputs of the command, checked before any work (`_args.check_outputs`)
-OUTPUTS = {"plot": "file"}
+OUTPUTS = {"plot": "figure"}
 
 
 def add_parser(subparsers) -> None:
@@ -28,6 +28,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--target-epsilon", type=float, default=0.05,
                    help="error target of the time-step advice (default: 0.05)")
     p.add_argument("--plot", default=None, help="write a PNG")
+    _args.add_overwrite(p)
     _args.add_json(p)
     p.set_defaults(func=run)
 

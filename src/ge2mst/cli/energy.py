@@ -11,7 +11,7 @@ from . import _args
 from ._runs import batch_images, prepare_run
 
 #: the outputs of the command, checked before any work (`_args.check_outputs`)
-OUTPUTS = {"plot": "file", "markdown": "file"}
+OUTPUTS = {"plot": "figure", "markdown": "file"}
 
 
 def add_parser(subparsers) -> None:
@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--plot", default=None, help="write a PNG: cumulative SOPs and upper bound, "
                    "firing rate per layer")
     p.add_argument("--markdown", default=None, help="write the per-layer table as markdown")
+    _args.add_overwrite(p)
     _args.add_json(p, help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -57,6 +57,7 @@ def _add_data_and_model(g: dict) -> None:
                        default=[], metavar="KEY=VALUE",
                        help="another keyword of the model's builder, e.g. quantizer=qcfs or "
                             "attention=a2os2a (VALUE read as JSON when it parses); repeatable")
+    _args.add_user_model_args(model)
     model.add_argument("--drop-path", type=_args._unit_interval, default=0.0, metavar="RATE",
                        help="stochastic depth of the Ge2mS-T blocks, rising to RATE in the last "
                             "block (training only: the converted network has none)")
@@ -73,8 +74,9 @@ def _add_streaming(data) -> None:
                       help="streamed data: decoding processes per training process (0: decode "
                            "in the training process)")
     data.add_argument("--skip-bad-images", action="store_true",
-                      help="streamed data: skip corrupt or truncated images (counted in "
-                           "metrics) instead of stopping with the file's name")
+                      help="streamed data: skip corrupt or truncated images instead of stopping "
+                           "with the file's name; counted per epoch (skipped_images, "
+                           "skipped_test_images) in metrics.csv, the report and its summary")
 
 
 def _add_optimisation(g: dict) -> None:
@@ -123,7 +125,8 @@ def _add_run(g: dict) -> None:
                            "autocast; float16 with loss scaling on GPUs without bfloat16)")
     run_group.add_argument("--compile", action="store_true",
                            help="torch.compile the training forward and backward (the first "
-                                "steps compile for a minute or two; needs a C++ compiler on a CPU)")
+                                "steps compile: about 2 to 4 minutes for ge2mst_cifar_tiny on 2 CPU "
+                                "cores; needs a C++ compiler on a CPU)")
     run_group.add_argument("--device", choices=DEVICES, default="auto",
                            help="auto: a CUDA GPU when torch sees one, else the CPU")
     run_group.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
@@ -142,7 +145,7 @@ def _add_run(g: dict) -> None:
                            "epoch, so that a kill loses at most that many (0: at epoch ends)")
     run_group.add_argument("--config", default=None, metavar="FILE.toml",
                            help="read options from a TOML file of long option names (e.g. "
-                                "recipes/imagenet.toml); options on the command line win")
+                                "recipes/imagenet_ge2mst_small.toml); options on the command line win")
     _args.add_json(run_group)
 
 
@@ -170,6 +173,9 @@ def format_summary(report: dict) -> str:
             ("last epoch: loss", "-" if last.get("loss") is None else f"{last['loss']:.4f}"),
             ("last epoch: train top-1", _share(last.get("train_accuracy"))),
             ("wall-clock", "-" if last.get("seconds") is None else f"{last['seconds']:.0f} s")]
+    if "skipped_images" in last:  # streamed data: unreadable images skipped (--skip-bad-images)
+        rows.append(("last epoch: images skipped", f"{last['skipped_images']} of the train split, "
+                                                   f"{last.get('skipped_test_images', 0)} held out"))
     if report["method"] == "stbp":
         rows.append(("test top-1, spiking network", _share(report["snn_accuracy"])))
     elif report.get("note"):  # QCFS: vanilla IF, not exact by design

@@ -13,9 +13,16 @@
 3. before the rules, lets a module that knows better convert itself: any module with a method
    ``to_spiking(options, name) -> nn.Module`` is replaced by what that method returns.
 
-Anything that a spiking network cannot reproduce exactly (ReLU, max-pooling, LayerNorm, a
-BatchNorm with nothing to fold into, a quantizer still mixing with p < 1) stops the conversion
-with a `ConversionError` naming the module.
+Anything that a spiking network cannot reproduce exactly (ReLU, LayerNorm, a BatchNorm with
+nothing to fold into, a quantizer still mixing with p < 1) stops the conversion with a
+`ConversionError` naming the module. Max pooling converts (`ge2mst.nn.max_pool`) where its input
+is spike-coded.
+
+A network traced by `ge2mst.prepare` (a ``torch.fx.GraphModule``) converts the same way: its
+BatchNorms fold from the graph (a BatchNorm called right after a weight layer called once), its
+modules are swapped, and its generated forward code, which may reshape and concatenate as the
+user wrote it, runs in event mode on tensors whose time axis is folded into the batch (each
+converted module gets it back: `ge2mst.nn.layers.FoldTime`).
 """
 
 from __future__ import annotations
@@ -25,12 +32,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from .._checks import whole_number
-from ..core.neurons import FORMS, STEP_MODES, neurons, set_step_mode
+from ..core.neurons import FORMS, STEP_MODES, ExpGIF, neurons, set_step_mode
 from ..errors import ConfigError, ConversionError, InputError
-from ..nn.layers import Synapse, TimeDistributed, fold_batchnorm
+from ..nn.layers import FoldTime, Synapse, TimeDistributed, fold_batchnorm
+from ..nn.max_pool import SpikingMaxPool
 from .mapping import DEFAULT_SPIKING_MAPPING, Builder, builder_for
 from .mapping import TIME_DISTRIBUTABLE as TIME_DISTRIBUTABLE  # re-exported: its old home
 
@@ -98,14 +106,22 @@ def convert(model: nn.Module, *, form: str = "search", step_mode: str = "event",
     body = model if inplace else copy.deepcopy(model)
     body.eval()
     _fold_all_batchnorm(body)
+    traced = isinstance(body, fx.GraphModule)
+    if traced:
+        _fold_graph_batchnorm(body)
     _swap(body, options, rules, prefix="")
     steps = {n.T for _, n in neurons(body)}
     if not steps:
         raise ConversionError("the model has no quantizer: there is nothing to convert to spikes")
     if len(steps) > 1:
         raise ConversionError(f"all neurons of a network must share one T, found {sorted(steps)}")
+    T = steps.pop()
+    _check_max_pools(body)
     _declare_input_kinds(body)
-    net = SpikingNetwork(body, T=steps.pop(), encoding=encoding, input_spec=input_spec)
+    if traced:
+        _fold_time(body, T)
+    net = SpikingNetwork(body, T=T, encoding=encoding, input_spec=input_spec,
+                         time_folded=traced)
     net.set_step_mode(step_mode)
     return net
 
@@ -149,6 +165,8 @@ def fuse_batchnorm(model: nn.Module, inplace: bool = False) -> nn.Module:
     fused = model if inplace else copy.deepcopy(model)
     fused.eval()
     _fold_all_batchnorm(fused)
+    if isinstance(fused, fx.GraphModule):
+        _fold_graph_batchnorm(fused)
     return fused
 
 
@@ -163,6 +181,77 @@ def _fold_all_batchnorm(module: nn.Module) -> None:
                     bn, nn.modules.batchnorm._BatchNorm):
                 module._modules[a] = fold_batchnorm(layer, bn)
                 module._modules[b] = nn.Identity()
+
+
+def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
+    parent, _, leaf = target.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, module)
+
+
+def _fold_graph_batchnorm(graph: fx.GraphModule) -> None:
+    """Fold every BatchNorm that the graph calls once, right after a Conv2d / Linear that it
+    calls once and whose output nothing else reads; the BatchNorm module becomes an Identity
+    (any other BatchNorm is left for the conversion rules to refuse)."""
+    calls: dict[str, int] = {}
+    for node in graph.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    for node in list(graph.graph.nodes):
+        if node.op != "call_module" or calls[node.target] != 1:
+            continue
+        bn, src = graph.get_submodule(node.target), node.args[0] if node.args else None
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or not isinstance(src, fx.Node):
+            continue
+        if src.op != "call_module" or calls[src.target] != 1 or len(src.users) != 1:
+            continue
+        layer = graph.get_submodule(src.target)
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            _set_submodule(graph, src.target, fold_batchnorm(layer, bn))
+            _set_submodule(graph, node.target, nn.Identity())
+            node.replace_all_uses_with(src)
+            graph.graph.erase_node(node)
+    graph.recompile()
+
+
+def _spike_source(module: nn.Module | None) -> bool:
+    """Whether ``module``'s output is spike trains a max pooling may take: an unsigned ExpG-IF
+    neuron's, or another such pooling's."""
+    return (isinstance(module, ExpGIF) and not module.signed) or isinstance(module, SpikingMaxPool)
+
+
+def _check_max_pools(body: nn.Module) -> None:
+    """Refuse a max pooling whose input, where the structure shows it (a Sequential, a traced
+    graph), is not spike trains of an unsigned ExpG neuron (elsewhere it checks at run time)."""
+    inputs: list[tuple[SpikingMaxPool, nn.Module | None]] = []
+    for seq in (m for m in body.modules() if isinstance(m, nn.Sequential)):
+        children = list(seq.children())
+        inputs += [(c, children[i - 1] if i else None) for i, c in enumerate(children)
+                   if isinstance(c, SpikingMaxPool)]
+    if isinstance(body, fx.GraphModule):
+        for node in body.graph.nodes:
+            if node.op == "call_module" and isinstance(body.get_submodule(node.target),
+                                                       SpikingMaxPool):
+                src = node.args[0]
+                before = (body.get_submodule(src.target) if isinstance(src, fx.Node)
+                          and src.op == "call_module" else None)
+                inputs.append((body.get_submodule(node.target), before))
+    for pool, before in inputs:
+        if before is not None and not _spike_source(before):
+            raise ConversionError(
+                f"max pooling {pool.name!r} takes the output of {type(before).__name__}, not the "
+                "spikes of an ExpG quantizer: only codes of one quantizer max-pool exactly; put "
+                "the quantizer before the pooling (ReLU and max commute)")
+
+
+def _fold_time(graph: fx.GraphModule, T: int) -> None:
+    """Wrap every module the graph calls in a `FoldTime` (once per module)."""
+    done = set()
+    for node in graph.graph.nodes:
+        if node.op == "call_module" and node.target not in done:
+            done.add(node.target)
+            module = graph.get_submodule(node.target)
+            if not isinstance(module, nn.Identity):
+                _set_submodule(graph, node.target, FoldTime(module, T))
 
 
 def _rules(mapping: Mapping[type, Builder] | None) -> Mapping[type, Builder]:
@@ -193,7 +282,8 @@ def _swap(module: nn.Module, options: ConversionOptions, rules: Mapping[type, Bu
         else:
             raise ConversionError(
                 f"module {path!r} ({type(child).__name__}) has no exact spiking equivalent; "
-                "use ge2mst quantizers for activations and average (not max) pooling"
+                "use ge2mst quantizers for activations (ge2mst.prepare puts them in an ordinary "
+                "network)"
             )
         module._modules[name] = new
 
@@ -233,21 +323,26 @@ class SpikingNetwork(nn.Module):
     """
 
     def __init__(self, body: nn.Module, T: int, encoding: str = "once",
-                 input_spec: tuple[int, int] | None = None) -> None:
+                 input_spec: tuple[int, int] | None = None, time_folded: bool = False) -> None:
         super().__init__()
         self.body = body
         self.T = T
         self.encoding = encoding
         self.input_spec = input_spec
         self.step_mode = "event"
+        #: the body is a traced network whose modules are `FoldTime`-wrapped: in event mode it
+        #: takes (T * B) x ... and gives (T * B) x ...
+        self.time_folded = time_folded
 
     def set_step_mode(self, mode: str) -> SpikingNetwork:
         set_step_mode(self, mode)
         return self
 
     def neurons(self):
-        """``(name, neuron)`` pairs, names relative to the converted body."""
-        yield from neurons(self.body)
+        """``(name, neuron)`` pairs, names relative to the converted body (a time-folded
+        network's neurons by the names of the quantizers they replace, without the wrapper)."""
+        for name, neuron in neurons(self.body):
+            yield (name.removesuffix(".module") if self.time_folded else name), neuron
 
     def set_recording(self, on: bool) -> None:
         for _, n in self.neurons():
@@ -276,8 +371,10 @@ class SpikingNetwork(nn.Module):
         self.set_recording(record)
         if self.step_mode == "collapsed":
             return self.body(images)
-        out = self.body(self.encode(images))
-        return out.sum(0)
+        currents = self.encode(images)
+        if self.time_folded:
+            return self.body(currents.flatten(0, 1)).unflatten(0, (self.T, -1)).sum(0)
+        return self.body(currents).sum(0)
 
     def extra_repr(self) -> str:
         return f"T={self.T}, encoding={self.encoding}, step_mode={self.step_mode}"

@@ -29,6 +29,7 @@ from ..core.quantizers import ExpGQuant, QCFSQuant, Quantizer
 from ..errors import ConversionError
 from ..nn.attention import GWSSA
 from ..nn.layers import Synapse, TimeDistributed
+from ..nn.max_pool import SpikingMaxPool
 from ..nn.spiking_attention import SpikingGWSSA
 
 #: a conversion rule: (trained module, `ConversionOptions`, dotted name) -> spiking module
@@ -82,6 +83,7 @@ DEFAULT_SPIKING_MAPPING: dict[type[nn.Module], Builder] = {
     GWSSA: SpikingGWSSA.from_ann,
     nn.Conv2d: synapse,
     nn.Linear: synapse,
+    nn.MaxPool2d: SpikingMaxPool.from_ann,
     nn.modules.batchnorm._BatchNorm: refuse_batchnorm,
     **dict.fromkeys(TIME_DISTRIBUTABLE, time_distributed),
 }

@@ -256,7 +256,9 @@ def download_cifar(name: str, data_dir: str | os.PathLike[str]) -> Path:
         tmp.unlink(missing_ok=True)
         raise DataError(f"cannot download {name} from {source.url} ({one_line(exc)}): without "
                         f"network, place {source.archive} or its {source.folder}/ folder in the "
-                        f"folder given by --data-dir ({str(folder)!r})") from None
+                        f"folder given by --data-dir ({str(folder)!r}), or give --data an image "
+                        "folder (<dir>/<class>/<image>, or train/ and test/ folders of them) or a "
+                        ".tar.gz of one, or 'digits' (bundled, no download)") from None
     if digest.hexdigest() != source.md5:
         tmp.unlink(missing_ok=True)
         raise DataError(f"the download of {source.url} is damaged (md5 {digest.hexdigest()}, "

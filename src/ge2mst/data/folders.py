@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,6 +40,11 @@ def pick_split(path: Path, split: str, display: str) -> tuple[Path, str]:
     present = [s for s in SPLIT_NAMES if (path / s).is_dir()]
     if not present:
         return path, display
+    if split == "test" and split not in present and "val" in present:
+        # the ImageNet layout: train/ and val/, no test/; the validation split is the held-out one
+        print(f"note: {display!r} has no test/ split: using val/ as the held-out split "
+              "(--split val says so and silences this note)", file=sys.stderr)
+        split = "val"
     if split not in present:
         raise DataError(f"split {split!r} not found in {display!r} ({str(path)!r}); present: "
                         f"{', '.join(present)}")

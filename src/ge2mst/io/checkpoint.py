@@ -18,8 +18,8 @@ from torch import nn
 
 from .._faults import fault_point
 from .._weights import FORMAT, load_state_strictly, read_checkpoint, read_safetensors
+from ..conversion.user_models import create_any_model
 from ..errors import CheckpointError
-from ..models import create_model
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -91,7 +91,7 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None,
     if model_name is not None and name != model_name:
         raise CheckpointError(f"checkpoint {str(path)!r} holds model {name!r}, not {model_name!r}")
     kwargs = {**config.get("model_kwargs", {}), **override}
-    model = create_model(name, **kwargs)
+    model = create_any_model(name, **kwargs)
     load_state_strictly(model, tensors, f"checkpoint {str(path)!r}", f"model {name!r}")
     return model, config
 

@@ -148,7 +148,7 @@ def load_spiking(path: str | os.PathLike) -> SpikingNetwork:
     The network gets a ``description`` attribute (the JSON). Raises `CheckpointError` with a
     one-line message for a missing, truncated, foreign or mismatched file.
     """
-    from ..models import create_model
+    from ..conversion.user_models import create_any_model
 
     path = Path(path)
     if path.is_dir():
@@ -175,7 +175,7 @@ def load_spiking(path: str | os.PathLike) -> SpikingNetwork:
         ConversionOptions(**options)
     except TypeError as exc:
         raise CheckpointError(f"{str(path)!r}: bad conversion options ({exc})") from None
-    model = create_model(description["model"], **description["model_kwargs"])
+    model = create_any_model(description["model"], **description["model_kwargs"])
     snn = convert(model.eval(), **options)
     _load_state(snn, tensors, path)
     snn.description = description

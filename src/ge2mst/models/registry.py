@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from .._checks import one_of, whole_number
+from ..core.spiking_neuron import SpikingNeuron
 from ..errors import ConfigError, InputError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -111,19 +113,57 @@ def create_model(name: str, adapter_chans: int | None = None,
         kwargs["adapter_chans"] = adapter_chans
     model.model_name = name
     model.model_kwargs = dict(kwargs)
-    model.register_forward_pre_hook(_refuse_non_finite_input)
+    model.register_forward_pre_hook(check_model_input)
     return model
 
 
-def _refuse_non_finite_input(model: nn.Module, args: tuple) -> None:
-    """NaN or +-inf images are refused in inference, as the converted network refuses them (a
-    training step is not checked: it never waits for the host; its loss turns non-finite)."""
-    if model.training or not args or not isinstance(args[0], torch.Tensor):
+def check_model_input(model: nn.Module, args: tuple) -> None:
+    """Refuse, with one `InputError`, what the network cannot take: anything but floating-point
+    B x C x H x W images with the channels it reads (in training too: a shape costs no host
+    synchronisation; a model that checks its own input names its own shape), and in inference NaN
+    or +-inf values, as the converted network refuses them (a training step never waits for the
+    host; its loss turns non-finite). A converted copy (spiking neurons inside, T x B x ...
+    inputs) is left to `SpikingNetwork`."""
+    if not args or not isinstance(args[0], torch.Tensor) or _is_converted(model):
         return
     x = args[0]
-    if x.is_floating_point() and x.device.type != "meta" and not bool(torch.isfinite(x).all()):
-        raise InputError(f"model {getattr(model, 'model_name', type(model).__name__)!r} received "
-                         "NaN or infinite input values")
+    name = getattr(model, "model_name", type(model).__name__)
+    if not getattr(model, "checks_own_input", False):
+        _check_images(name, model, x)
+    if model.training or not x.is_floating_point() or x.device.type == "meta":
+        return
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"model {name!r} received NaN or infinite input values")
+
+
+def _check_images(name: str, model: nn.Module, x: torch.Tensor) -> None:
+    if not x.is_floating_point():
+        raise InputError(f"model {name!r} expects floating-point images, got dtype {x.dtype}")
+    chans = _input_channels(model)
+    if x.dim() != 4 or (chans is not None and x.shape[1] != chans):
+        want = "C" if chans is None else chans
+        raise InputError(f"model {name!r} expects images of shape B x {want} x H x W (rank 4), "
+                         f"got shape {tuple(x.shape)}")
+
+
+def _input_channels(model: nn.Module) -> int | None:
+    """The image channels ``model`` takes: its input adapter's, else its own ``in_chans`` (a
+    spiking baseline may stack frames into its first convolution), else its first convolution's;
+    None when it says nothing."""
+    from .adapter import InputAdapter
+
+    if isinstance(model, InputAdapter):
+        return model.adapter.in_channels
+    chans = model.__dict__.get("in_chans")
+    if isinstance(chans, int):
+        return chans
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return None if first is None else first.in_channels
+
+
+def _is_converted(model: nn.Module) -> bool:
+    """Whether ``model`` is the body of a converted network (it holds spiking neurons)."""
+    return any(isinstance(m, SpikingNeuron) for m in model.modules())
 
 
 def model_kwargs_for(name: str, *, num_classes: int, in_chans: int, img_size: int,
@@ -159,4 +199,14 @@ def _create_pretrained(name: str, adapter_chans: int | None, pretrained, kwargs:
         adapter_chans = recorded.pop("adapter_chans", None)
     model = create_model(name, adapter_chans=adapter_chans, **{**recorded, **kwargs})
     load_pretrained(model, name, pretrained, config, tensors, path)
+    trained = {k: recorded[k] for k in ("T", "G") if k in recorded}
+    asked = {k: kwargs.get(k, v) for k, v in trained.items()}
+    model.pretrained_cfg["trained_at"] = trained
+    if asked != trained:
+        note = (f"the weights of {name!r} were trained at "
+                f"{', '.join(f'{k} = {v}' for k, v in trained.items())}; this model runs at "
+                f"{', '.join(f'{k} = {v}' for k, v in asked.items())} (the same weights and "
+                "lambdas on another code book: its accuracy is not the shipped one)")
+        model.pretrained_cfg["note"] = note
+        warnings.warn(note, UserWarning, stacklevel=3)
     return model

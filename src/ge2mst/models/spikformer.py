@@ -124,6 +124,9 @@ class Spikformer(nn.Module):
         tau, v_threshold, backend: the LIF neurons (`ge2mst.baselines.lif.LIF`).
     """
 
+    #: `encode` checks its input itself (shape, side and dtype, with the size it was built for)
+    checks_own_input = True
+
     training_method = "stbp"
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, img_size: int = 32,

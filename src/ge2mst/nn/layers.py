@@ -119,3 +119,22 @@ class TimeDistributed(nn.Module):
             return self.module(x)
         T, B = x.shape[:2]
         return self.module(x.flatten(0, 1)).unflatten(0, (T, B))
+
+
+class FoldTime(nn.Module):
+    """A converted module inside a traced network (`ge2mst.prepare`), whose generated forward
+    code carries the time axis folded into the batch: event-mode tensors travel as (T * B) x ...
+    between modules, so that the reshapes, concatenations and additions that the user's forward
+    code makes act on every step alike. Each module itself sees T x B x ... (``module`` gets the
+    time axis back, and gives it up again); in collapsed mode it is the module as it is."""
+
+    def __init__(self, module: nn.Module, T: int) -> None:
+        super().__init__()
+        self.module = module
+        self.T = T
+        self.step_mode = "event"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.step_mode == "collapsed":
+            return self.module(x)
+        return self.module(x.unflatten(0, (self.T, -1))).flatten(0, 1)

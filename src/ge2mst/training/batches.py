@@ -69,8 +69,9 @@ class TrainingBatches:
         flips = None
         if self.flip_base is not None:
             flips = self.flip_base[idx] ^ bool(epoch % 2)
-        x = augment(self.images[idx.to(self.images.device)].to(self.device), self.gen,
-                    padding=cfg.crop_padding, hflip=cfg.hflip, flips=flips)
+        x = _standard_strides(augment(self.images[idx.to(self.images.device)].to(self.device),
+                                      self.gen, padding=cfg.crop_padding, hflip=cfg.hflip,
+                                      flips=flips))
         y = self.labels[idx.to(self.labels.device)].to(self.device)
         x, target = self._mix(x, y)
         if self.world > 1:
@@ -84,6 +85,18 @@ class TrainingBatches:
             return mix_batch(x, y, self.num_classes, self.gen, mixup_alpha=cfg.mixup_alpha,
                              cutmix_alpha=cfg.cutmix_alpha, label_smoothing=cfg.label_smoothing)
         return x, y
+
+
+def _standard_strides(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with row-major strides. A crop of one-channel images can come out with strides
+    that count as channels-last too, and convolutions then answer in channels-last layout, where
+    a user's forward code cannot ``.view()`` its features (``.contiguous()`` keeps such strides)."""
+    standard = [1] * x.dim()
+    for i in range(x.dim() - 2, -1, -1):
+        standard[i] = standard[i + 1] * x.shape[i + 1]
+    if list(x.stride()) == standard:
+        return x
+    return x.clone(memory_format=torch.contiguous_format)
 
 
 __all__ = ["TrainingBatches"]

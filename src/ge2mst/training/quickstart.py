@@ -77,29 +77,45 @@ def _plot(report: dict, path: Path) -> Path | None:
     except ImportError:
         return None
     with figure(path, 3, (14, 4)) as (fig, axes):
-        hist = report["history"]
-        ax = axes[0]
-        ax.plot([h["epoch"] for h in hist], [h["train_accuracy"] for h in hist], label="train acc")
-        ax.plot([h["epoch"] for h in hist], [h["p"] for h in hist], "--", label="ExpG mix p")
-        ax.axhline(report["verify"]["snn_accuracy"], color="k", lw=0.8,
-                   label=f"held-out SNN = ANN {report['verify']['snn_accuracy']:.3f}")
-        label(ax, "epoch", "fraction (top-1; mixing p)", "progressive ExpG training", 8)
-        rows = report["energy"]["per_layer"]
-        names = readable_layers([r["name"] for r in rows])
-        shown = dict(zip((r["name"] for r in rows), names, strict=True))
-        ax = axes[1]
-        ax.bar(names, [r["sops"] for r in rows], label="SOPs (spike events x fan-out)")
-        ax.bar(names, [r["macs"] for r in rows], bottom=[r["sops"] for r in rows],
-               label="MACs (real-valued input)")
-        spiking = [r for r in rows if r["input"] in EVENT_CLASSES]
-        ax.scatter([shown[r["name"]] for r in spiking], [r["sops_upper_bound"] for r in spiking], marker="_",
-                   s=600, color="k", zorder=3, label="SOP upper bound (every neuron at G spikes)")
-        label(ax, "layer", "operations per image", "operations per layer", 8)
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        ax = axes[2]
-        e = report["energy"]
-        ax.bar(["SNN", "ANN"], [e["energy_mj"] * 1e3, e["ann_energy_mj"] * 1e3], color=["C2", "C7"])
-        ax.set_ylabel(f"energy per image (uJ, {e['preset']})")
-        ax.set_title(f"energy: {e['energy_ratio']:.2f}x less than the ANN")
-        fig.suptitle(f"{report['model']}  T={report['T']} G={report['groups']}: exact = {report['exact']}")
+        draw_report(report, fig, axes)
     return path
+
+
+#: the middle panel's height over its tallest bar or marker: the top of the panel is left to the
+#: legend, which then covers no bar and no marker
+LEGEND_HEADROOM = 1.7
+
+
+def draw_report(report: dict, fig, axes) -> None:
+    """The quickstart figure on ``axes`` (three panels): training, operations per layer, energy."""
+    hist = report["history"]
+    ax = axes[0]
+    ax.plot([h["epoch"] for h in hist], [h["train_accuracy"] for h in hist], label="train acc")
+    ax.plot([h["epoch"] for h in hist], [h["p"] for h in hist], "--", label="ExpG mix p")
+    ax.axhline(report["verify"]["snn_accuracy"], color="k", lw=0.8,
+               label=f"held-out SNN = ANN {report['verify']['snn_accuracy']:.3f}")
+    label(ax, "epoch", "fraction (top-1; mixing p)", "progressive ExpG training", 8)
+    rows = report["energy"]["per_layer"]
+    names = readable_layers([r["name"] for r in rows])
+    shown = dict(zip((r["name"] for r in rows), names, strict=True))
+    ax = axes[1]
+    ax.bar(names, [r["sops"] for r in rows], label="SOPs (spike events x fan-out)")
+    ax.bar(names, [r["macs"] for r in rows], bottom=[r["sops"] for r in rows],
+           label="MACs (real-valued input)")
+    spiking = [r for r in rows if r["input"] in EVENT_CLASSES]
+    ax.scatter([shown[r["name"]] for r in spiking], [r["sops_upper_bound"] for r in spiking],
+               marker="_", s=600, color="k", zorder=3,
+               label="SOP upper bound (every neuron at G spikes)")
+    tallest = max([r["sops"] + r["macs"] for r in rows] + [r["sops_upper_bound"] for r in spiking])
+    ax.set_ylim(0, LEGEND_HEADROOM * tallest)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("operations per image")
+    ax.set_title("operations per layer")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    ax = axes[2]
+    e = report["energy"]
+    ax.bar(["SNN", "ANN"], [e["energy_mj"] * 1e3, e["ann_energy_mj"] * 1e3], color=["C2", "C7"])
+    ax.set_ylabel(f"energy per image (uJ, {e['preset']})")
+    ax.set_title(f"energy: {e['energy_ratio']:.2f}x less than the ANN")
+    fig.suptitle(f"{report['model']}  T={report['T']} G={report['groups']}: exact = {report['exact']}")

@@ -22,6 +22,7 @@ gloo on CPUs); only rank 0 prints and writes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -33,18 +34,21 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from .._files import FolderInUse, folder_lock
 from ..analysis.verification import is_exact, verify
-from ..conversion.calibration import calibrate
-from ..conversion.kinds import method_of, training_method
+from ..conversion.kinds import method_of
+from ..conversion.user_models import create_any_model
 from ..errors import CheckpointError, ConfigError, DataError, Ge2msError
-from ..io.checkpoint import atomic_write_bytes, read_checkpoint, save_checkpoint
-from ..models import create_model, model_kwargs_for, model_spec
+from ..io.checkpoint import atomic_write_bytes, save_checkpoint
+from ..models import model_spec
 from .inputs import first_images, load_splits, model_inputs, scoring_batches
 from .provenance import provenance
+from .run_model import new_model
 from .trainer import TrainConfig, Trainer, count_hits
 
 STATE = "trainer.pt"
-METRICS = ("epoch", "loss", "train_accuracy", "test_accuracy", "p", "lr", "seconds")
+METRICS = ("epoch", "loss", "train_accuracy", "test_accuracy", "p", "lr", "seconds",
+           "skipped_images", "skipped_test_images")
 
 
 def _read_state(path: Path) -> dict:
@@ -88,70 +92,6 @@ def _config(args) -> TrainConfig:
                        min_crop_scale=getattr(args, "min_crop_scale", 0.08))
 
 
-def _finetune_model(args, data) -> tuple[torch.nn.Module, dict]:
-    """The checkpoint's network with a new head for ``data`` (and an input adapter if the data's
-    channels differ); every tensor whose name and shape match is loaded."""
-    tensors, config = read_checkpoint(args.finetune)
-    name = config["model"]
-    if args.model is not None and args.model != name:
-        raise ConfigError(f"--finetune {args.finetune!r} holds model {name!r}, but --model {args.model!r} "
-                          "was given")
-    kwargs = dict(config.get("model_kwargs", {}))
-    base_chans = kwargs.get("in_chans", 3)
-    kwargs["num_classes"] = data.num_classes
-    kwargs.pop("adapter_chans", None)
-    if data.in_chans != base_chans:
-        kwargs["adapter_chans"] = data.in_chans
-    for key, value in (("T", args.T), ("G", args.groups)):
-        if value is not None:
-            kwargs[key] = value
-    if getattr(args, "drop_path", 0):
-        kwargs["drop_path_rate"] = args.drop_path
-    kwargs.update(dict(args.model_args))
-    if model_spec(name).img_size not in (None, data.image_size[0]):  # built for one image side
-        kwargs["img_size"] = data.image_size[0]
-    model = create_model(name, **kwargs)
-    state = model.state_dict()
-    prefix = "body." if "adapter_chans" in kwargs and "adapter_chans" not in config["model_kwargs"] else ""
-    loaded, fresh = [], []
-    for key, value in tensors.items():
-        target = prefix + key
-        if target in state and state[target].shape == value.shape:
-            state[target] = value
-            loaded.append(target)
-    fresh = sorted(set(state) - set(loaded))
-    if not loaded:
-        raise CheckpointError(f"--finetune {args.finetune!r}: no tensor matches model {name!r}")
-    model.load_state_dict(state)
-    return model, {"finetuned_from": str(args.finetune), "loaded_tensors": len(loaded),
-                   "new_tensors": fresh}
-
-
-def _new_model(args, data, mean, std) -> tuple[torch.nn.Module, str, dict]:
-    """The model of a new run (seeded by the caller), its training method and what to record."""
-    if args.finetune:
-        model, info = _finetune_model(args, data)
-        return model, _checked_method(model.model_name, training_method(model), args.method), info
-    name = args.model or "ge2mst_cnn_tiny"
-    method = _checked_method(name, model_spec(name).method, args.method)
-    extra = {} if args.width is None else {"width": args.width}
-    if getattr(args, "drop_path", 0):
-        extra["drop_path_rate"] = args.drop_path
-    kwargs = model_kwargs_for(name, num_classes=data.num_classes, in_chans=data.in_chans,
-                              img_size=data.image_size[0], T=args.T, G=args.groups,
-                              **extra, **dict(args.model_args))
-    model = create_model(name, **kwargs)
-    if method == "progressive":
-        calibrate(model, [first_images(model_inputs(data, mean, std), 256)], seed=args.seed)
-    return model, method, {}
-
-
-def _checked_method(name: str, method: str, asked: str | None) -> str:
-    if asked is not None and asked != method:
-        raise ConfigError(f"model {name!r} trains with --method {method}, not {asked}")
-    return method
-
-
 def _tensorboard(out: Path, enabled: bool, purge_step: int):
     if not enabled:
         return None
@@ -163,13 +103,26 @@ def _tensorboard(out: Path, enabled: bool, purge_step: int):
 
 
 def run_training(args) -> dict | None:
-    """Train as ``args`` say; the report (rank 0), or None on the other ranks."""
+    """Train as ``args`` say; the report (rank 0), or None on the other ranks. Rank 0 holds the
+    run folder (`folder_lock`) for the whole run: a second run given the same ``--out`` while
+    this one runs is refused; a killed run leaves no lock behind."""
     rank, size, device = _setup_distributed(args.device)
     try:
-        return _run(args, rank, size, device)
+        with _held(Path(args.out)) if rank == 0 else contextlib.nullcontext():
+            return _run(args, rank, size, device)
     finally:
         if size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _held(out: Path):
+    try:
+        with folder_lock(out):
+            yield
+    except FolderInUse as exc:
+        raise ConfigError(f"the run folder {exc}: wait for that run to end (then --resume "
+                          "continues it), or choose another --out") from None
 
 
 def _run(args, rank: int, size: int, device: torch.device) -> dict:
@@ -218,6 +171,8 @@ def _run(args, rank: int, size: int, device: torch.device) -> dict:
               "tensorboard": str(out / "tensorboard") if writer is not None else None}
     if "finetuned_from" in run:
         report["finetuned_from"] = run["finetuned_from"]
+    if trainer.extensions:  # trained longer (or shorter) than first planned: when and how
+        report["extensions"] = trainer.extensions
     if rank != 0:
         return None
     return _final_report(report, trainer.final_model.cpu(), method, x_test, test_set.labels)
@@ -285,15 +240,18 @@ def _build_or_restore(args, state: dict | None, train_set, device: torch.device)
     if state:
         run = state["run"]
         run.setdefault("method", "progressive")
-        return create_model(run["model"], **run["model_kwargs"]), run
+        return create_any_model(run["model"], **run["model_kwargs"]), run
     mean, std = train_set.channel_stats()
     torch.manual_seed(args.seed)
-    model, method, info = _new_model(args, train_set, mean, std)
+    model, method, info = new_model(args, train_set, mean, std)
     run = {"model": model.model_name, "model_kwargs": model.model_kwargs, "data": args.data,
            "mean": mean.tolist(), "std": std.tolist(), "method": method, **info,
            "streamed": bool(getattr(train_set, "streaming", False)), **provenance(device)}
     if getattr(args, "img_size", None):
         run["img_size"] = args.img_size
+    # what verify, eval and energy read the held-out images with, unless told otherwise
+    run["data_settings"] = {"split": args.split, "img_size": getattr(args, "img_size", None),
+                            "crop_ratio": getattr(args, "crop_ratio", None)}
     return model, run
 
 
@@ -321,6 +279,8 @@ class _EpochLogger:
 
     def __call__(self, t: Trainer, record: dict) -> None:
         record["test_accuracy"] = t.evaluate(self.x_test, self.y_test)
+        if "skipped_images" in record:  # streamed: unreadable images skipped (--skip-bad-images)
+            record["skipped_test_images"] = t.evaluation_skipped
         record["seconds"] = self.run["seconds_saved"] = self.before + time.perf_counter() - self.start
         if self.rank == 0:
             _save(t, record, self.run, self.out, self.cfg, self.writer)
@@ -367,8 +327,8 @@ def _save(t: Trainer, record: dict, run: dict, out: Path, cfg: TrainConfig, writ
     save_checkpoint(out / "last.safetensors", t.final_model, mean=run["mean"], std=run["std"],
                     data=run["data"], seed=cfg.seed, epoch=t.epoch, method=run.get("method"),
                     seconds=record.get("seconds"), training=asdict(cfg),
-                    **{k: run[k] for k in ("commit", "ge2mst_version", "torch", "device_name", "started")
-                       if k in run})
+                    **{k: run[k] for k in ("commit", "ge2mst_version", "torch", "device_name", "started",
+                                           "data_settings") if k in run})
     text = io.StringIO()
     writer_csv = csv.DictWriter(text, fieldnames=METRICS, extrasaction="ignore")
     writer_csv.writeheader()

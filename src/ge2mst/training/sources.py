@@ -85,7 +85,9 @@ class StreamInput:
         of ``batch_size``, through the evaluation transform."""
         share = list(range(rank, len(self), world))
         keys = [share[i:i + batch_size] for i in range(0, len(share), batch_size)]
-        for x, y, _ in self.batches(keys, device):
+        self.skipped = 0  # images of this pass skipped as unreadable (``skip_bad``)
+        for x, y, lost in self.batches(keys, device):
+            self.skipped += lost
             yield x, y
 
     def first(self, count: int, device: torch.device) -> torch.Tensor:

@@ -88,6 +88,10 @@ class Trainer:
         self._lambdas = [q.lam for _, q in quantizers(self.net) if isinstance(q.lam, nn.Parameter)]
         self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
         self.total = cfg.epochs * self.steps_per_epoch
+        # the step count whose ramp_end fraction ends the mix: the planned length of the run as
+        # it started (a run trained longer keeps its ramp, `load_state_dict`)
+        self.ramp_total = self.total
+        self.extensions: list[dict] = []
         self.warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
         self.epoch = 0  # completed epochs
         self.step = 0
@@ -115,7 +119,8 @@ class Trainer:
         state = {"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
                  "generator": self.gen.get_state(), "epoch": self.epoch, "step": self.step,
                  "history": self.history, "config": asdict(self.cfg),
-                 "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state()}
+                 "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "ramp_total": self.ramp_total, "extensions": list(self.extensions)}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if self.ema is not None:
@@ -127,11 +132,25 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue the saved run. Every setting must be the saved one except ``epochs``: a run
+        may be trained longer (or shorter, down to the epochs it has done). Its learning rate
+        then follows the schedule planned for the new length from the step reached on (a
+        finished cosine run restarts at the rate that schedule has there), while the mix keeps
+        the ramp of the run as it started (p never falls back below 1)."""
         saved = {**asdict(TrainConfig()), **state.get("config", {})}  # older runs lack new fields
-        if saved != asdict(self.cfg):
-            changed = {k: (saved[k], v) for k, v in asdict(self.cfg).items() if saved.get(k) != v}
+        now = asdict(self.cfg)
+        changed = {k: (saved[k], v) for k, v in now.items() if saved.get(k) != v and k != "epochs"}
+        if changed:
             raise ConfigError("the resumed run's training settings differ from the saved ones "
                               f"(setting: (saved, now)): {changed}")
+        if self.cfg.epochs < state["epoch"]:
+            raise ConfigError(f"the resumed run has trained {state['epoch']} epochs already: "
+                              f"--epochs {self.cfg.epochs} cannot take it back")
+        self.ramp_total = state.get("ramp_total", saved["epochs"] * self.steps_per_epoch)
+        self.extensions = list(state.get("extensions", []))
+        if saved["epochs"] != self.cfg.epochs:
+            self.extensions.append({"at_epoch": state["epoch"], "at_step": state["step"],
+                                    "from_epochs": saved["epochs"], "to_epochs": self.cfg.epochs})
         self.net.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])
@@ -198,7 +217,7 @@ class Trainer:
         batches = self.data.epoch(index_lists, self.epoch)
         for left, (x, target, y, lost) in zip(range(len(index_lists) - 1, -1, -1), batches,
                                               strict=True):
-            p = mixing_fraction(self.step, self.total, cfg.ramp_end)
+            p = mixing_fraction(self.step, self.ramp_total, cfg.ramp_end)
             out, losses, loss = self._train_step(x, target, p, len(index_lists[-1 - left]))
             with torch.no_grad():
                 finite &= torch.isfinite(loss)
@@ -231,7 +250,7 @@ class Trainer:
                                               self.device)
         self._order, self._sums = None, (0.0, 0.0, 0)
         self.epoch += 1
-        p = mixing_fraction(self.step, self.total, cfg.ramp_end)
+        p = mixing_fraction(self.step, self.ramp_total, cfg.ramp_end)
         set_mixing(self.net, p)  # the record's p is the one its test accuracy is measured at
         if self.ema is not None:
             set_mixing(self.ema.module, p)
@@ -248,22 +267,26 @@ class Trainer:
     def evaluate(self, images: torch.Tensor | StreamInput,
                  labels: torch.Tensor | None = None) -> float:
         """Accuracy of `final_model` on ``images`` (a tensor, or a streaming folder), shared
-        over the ranks."""
+        over the ranks; ``evaluation_skipped`` counts the images skipped as unreadable."""
+        self.evaluation_skipped = 0  # held-out images skipped as unreadable in this call
         if self.world == 1 and not is_streaming(images):
             return accuracy(self.final_model, images, labels)
         if self.world > 1:
             for net in {id(self.net): self.net, id(self.final_model): self.final_model}.values():
                 for buffer in net.buffers():  # BN statistics are per process: rank 0's count
                     dist.broadcast(buffer, 0)
+        skipped = 0
         if is_streaming(images):
             batches = images.evaluation_batches(self.device, rank=self.rank, world=self.world)
             hits, count = count_hits(self.final_model, batches)
+            skipped = images.skipped
         else:
             part = accuracy(self.final_model, images[self.rank::self.world],
                             labels[self.rank::self.world])
             count = len(range(self.rank, images.shape[0], self.world))
             hits = part * count
-        hits, total = _all_sum([float(hits), float(count)], self.device)
+        hits, total, skipped = _all_sum([float(hits), float(count), float(skipped)], self.device)
+        self.evaluation_skipped = int(skipped)
         return hits / max(1.0, total)
 
     def fit(self, progress: bool = True, on_epoch_end=None, on_step=None,
