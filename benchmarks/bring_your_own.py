@@ -228,9 +228,10 @@ def main() -> None:
 def report(out: Path) -> None:
     """The table of every stage recorded in ``results.json``, one row per network and setting."""
     results = json.loads((out / "results.json").read_text())
+    # seconds: ge2mst's fine-tune alone; SpikingJelly's since its conversion began (cumulative)
     print("| network | method | T | float top-1 | SNN top-1 | exact | spikes | energy µJ | seconds |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for key, r in sorted(results.items()):
+    for key, r in sorted(results.items(), key=lambda kv: (kv[0].split("/")[:2], kv[1].get("T", 0))):
         stage, net, *setting = key.split("/")
         if stage == "float":
             continue
