@@ -3,22 +3,25 @@ by ge2mst (prepare + calibrate, then a short progressive fine-tune), beside Spik
 converter on the same float weights at T = 4 ... 128.
 
     python benchmarks/bring_your_own.py float --net resnet20 --epochs 15      # resumable
-    python benchmarks/bring_your_own.py ge2mst --net resnet20 --finetune-epochs 2
+    python benchmarks/bring_your_own.py ge2mst --net resnet20 --finetune-epochs 3
     python benchmarks/bring_your_own.py spikingjelly --net resnet20           # pip install requests
-    python benchmarks/bring_your_own.py report
+    python benchmarks/bring_your_own.py report --plot bring_your_own.png
 
 Every stage reads and writes ``--out`` (default ``runs/byo``): ``float_<net>.pth`` and
 ``float_<net>.json`` (resumable after each epoch: weights, optimizer, generator, per-epoch test
 accuracy and seconds), ``results.json`` (one entry per stage and network, with device, commit,
-command and seconds), and ``report`` prints them as one table (spikes: per neuron for ge2mst,
-per image for SpikingJelly). The networks are those of ``tests/user_nets/torchvision_style.py``,
-written the way people write them, not with ge2mst's blocks. Data: ``--data`` (the CIFAR-10 JPEG
-archive beside the checkout on the project's machines; any CIFAR-10 ImageFolder or ``cifar10``).
+command, data hash and seconds), and ``report`` prints them as one table (``--plot``: and a
+figure). The measured records and the weights behind them are kept in
+``benchmarks/bring_your_own/`` (``report --out benchmarks/bring_your_own``). The networks are
+those of ``tests/user_nets/torchvision_style.py``, written the way people write them, not with
+ge2mst's blocks. Data: ``--data`` (the CIFAR-10 JPEG archive beside the checkout on the project's
+machines; any CIFAR-10 ImageFolder or ``cifar10``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import platform
@@ -32,9 +35,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from user_nets.torchvision_style import VGG, ResNet  # noqa: E402
+from user_nets.torchvision_style import CifarVGG, ResNet  # noqa: E402
 
-NETS = {"resnet20": ResNet, "vgg": VGG}
+NETS = {"resnet20": ResNet, "vgg": CifarVGG}
 
 
 def _commit() -> str:
@@ -44,15 +47,28 @@ def _commit() -> str:
 
 
 def _device_name() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, " \
-           f"torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        cpu = next((line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+DATA_HASH = {}
 
 
 def _data(args):
+    """Normalised train and test images and labels; their sha256 (pixels and labels as loaded)
+    goes into every record."""
     from ge2mst.data import load_dataset, normalize
 
     train = load_dataset(args.data, split="train", limit=args.train_limit, seed=0)
     test = load_dataset(args.data, split="test", limit=args.limit, seed=0)
+    digest = hashlib.sha256()
+    for t in (train.images, train.labels, test.images, test.labels):
+        digest.update(t.contiguous().numpy().tobytes())
+    DATA_HASH["data_sha256"] = digest.hexdigest()[:16]
     mean, std = train.channel_stats()
     return (normalize(train.images, mean, std), train.labels,
             normalize(test.images, mean, std), test.labels)
@@ -69,8 +85,9 @@ def _accuracy(net, x, y, batch=500) -> float:
 def _record(out: Path, key: str, entry: dict) -> None:
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    results[key] = {**entry, "commit": _commit(), "device": _device_name(),
-                    "command": " ".join(sys.argv)}
+    command = " ".join(Path(a).name if Path(a).is_absolute() else a for a in sys.argv)  # no machine paths
+    results[key] = {**entry, **DATA_HASH, "commit": _commit(), "device": _device_name(),
+                    "command": command}
     path.write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -141,11 +158,14 @@ def run_ge2mst(args) -> None:
 
     def score(model, stage: str, seconds: float) -> None:
         check = verify(model.eval(), batches, oracle_sample=None, float32_path=True)
-        counts = count_operations(convert(model), [b for b, _ in batches[:2]])
+        counts = count_operations(convert(model), [b for b, _ in batches])
+        # the weights behind the figure: load with prepare(NETS[net](), T=4, G=2).load_state_dict
+        torch.save(model.state_dict(), out / f"ge2mst_{args.net}_{stage}.pth")
         _record(out, f"ge2mst/{args.net}/{stage}", {
             "float_accuracy": float_accuracy, "snn_accuracy": check["snn_accuracy"],
             "ann_accuracy": check["ann_accuracy"], "exact": check["exact"],
-            "spikes_per_neuron": check["mean_spikes_per_neuron"], "sops": counts["sops"],
+            "spikes_per_neuron": check["mean_spikes_per_neuron"],
+            "spikes_per_image": counts["spikes_per_image"], "sops": counts["sops"],
             "macs": counts["macs"], "energy_uj": counts["energy_mj"] * 1e3,
             "images": check["images"], "T": 4, "G": 2, "seconds": seconds})
         print(f"{args.net} {stage}: float {float_accuracy:.4f}, SNN {check['snn_accuracy']:.4f}, "
@@ -162,9 +182,58 @@ def run_ge2mst(args) -> None:
         score(trainer.final_model, f"finetuned_{args.finetune_epochs}", time.perf_counter() - start)
 
 
+class _SynapseCounter:
+    """SOPs and MACs of a SpikingJelly network run step by step, with ge2mst's accounting
+    (``ge2mst.analysis.energy``): a Conv2d/Linear whose input is spikes at every step (the nonzero
+    entries of a step share one magnitude: IF spikes scaled by a VoltageScaler) costs one
+    accumulate per synapse each event reaches (``event_sops``, padding edges included); any other
+    input (pixels, spike sums after a residual add or an average) costs the layer's dense MACs
+    once per inference, as ge2mst is charged for its own real and integer inputs."""
+
+    def __init__(self, net):
+        from ge2mst.analysis.energy import dense_macs, event_sops
+
+        self.dense_macs, self.event_sops = dense_macs, event_sops
+        self.layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        self.handles = [m.register_forward_hook(self.hook) for m in self.layers]
+        self.sops = self.macs = 0.0
+        self.begin()
+
+    def begin(self) -> None:
+        self.counts = {m: 0 for m in self.layers}
+        self.events = {m: True for m in self.layers}
+        self.shape = {}
+
+    def hook(self, layer, inputs, output) -> None:
+        x = inputs[0].detach()
+        self.shape[layer] = output.shape
+        nonzero = x[x != 0].abs()
+        if nonzero.numel() and bool(nonzero.max() > nonzero.min() * (1 + 1e-5)):
+            self.events[layer] = False
+        self.counts[layer] = self.counts[layer] + (x != 0).to(torch.float64)
+
+    def end(self) -> None:
+        for layer in self.layers:
+            if layer not in self.shape:
+                continue
+            if self.events[layer]:
+                self.sops += float(self.event_sops(layer, self.counts[layer]).sum())
+            else:
+                out = self.shape[layer]
+                self.macs += self.dense_macs(layer, out[1:]) * out[0]
+        self.begin()
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
 def run_spikingjelly(args) -> None:
-    """SpikingJelly 2.0's converter on the same float weights, accuracy and SOPs against T."""
-    from spikingjelly.activation_based import ann2snn, functional, monitor, neuron  # noqa: F401
+    """SpikingJelly 2.0's converter on the same float weights: accuracy, spikes, SOPs and energy
+    (45 nm fp32: 0.9 pJ an accumulate, 4.6 pJ a MAC, as ge2mst's count) against T."""
+    from spikingjelly.activation_based import ann2snn, functional, neuron
+
+    from ge2mst.analysis.energy import PRESETS
 
     out = Path(args.out)
     x, y, xt, yt = _data(args)
@@ -175,8 +244,10 @@ def run_spikingjelly(args) -> None:
     start = time.perf_counter()
     recipe = ann2snn.RateCodingRecipe(loader, mode=args.sj_mode)
     snn = ann2snn.Converter(recipe).convert(net)
+    pj = PRESETS["45nm-fp32"]
     for T in args.T:
         hits = spikes = 0
+        counter = _SynapseCounter(snn)
         with torch.no_grad():
             for i in range(0, len(xt), 100):
                 functional.reset_net(snn)
@@ -188,14 +259,18 @@ def run_spikingjelly(args) -> None:
                 handles = [m.register_forward_hook(count) for m in snn.modules()
                            if isinstance(m, neuron.IFNode)]
                 logits = sum(snn(xt[i:i + 100]) for _ in range(T))
+                counter.end()
                 for h in handles:
                     h.remove()
                 hits += int((logits.argmax(1) == yt[i:i + 100]).sum())
                 spikes += counts[0]
+        counter.remove()
+        sops, macs = counter.sops / len(xt), counter.macs / len(xt)
         _record(out, f"spikingjelly/{args.net}/T{T}", {
             "T": T, "snn_accuracy": hits / len(xt), "spikes_per_image": spikes / len(xt),
+            "sops": sops, "macs": macs, "energy_uj": (sops * pj["ac_pj"] + macs * pj["mac_pj"]) * 1e-6,
             "mode": args.sj_mode, "images": len(xt), "seconds": time.perf_counter() - start})
-        print(f"{args.net} SpikingJelly T = {T}: {hits / len(xt):.4f}", flush=True)
+        print(f"{args.net} SpikingJelly T = {T}: {hits / len(xt):.4f}, {sops:.3g} SOPs", flush=True)
 
 
 def main() -> None:
@@ -209,11 +284,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--train-limit", type=int, default=None)
     parser.add_argument("--limit", type=int, default=1000, help="test images scored")
-    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument("--T", type=int, nargs="*", default=[4, 8, 16, 32, 64, 128])
     parser.add_argument("--sj-mode", default="99.9%")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", default=None, help="report: also draw accuracy against T and energy")
     args = parser.parse_args()
     if args.stage == "float":
         train_float(args)
@@ -223,25 +299,83 @@ def main() -> None:
         run_spikingjelly(args)
     else:
         report(Path(args.out))
+        if args.plot:
+            plot(Path(args.out), args.plot)
+
+
+def _cell(value, form: str) -> str:
+    return "-" if value is None else format(value, form)
 
 
 def report(out: Path) -> None:
     """The table of every stage recorded in ``results.json``, one row per network and setting."""
     results = json.loads((out / "results.json").read_text())
     # seconds: ge2mst's fine-tune alone; SpikingJelly's since its conversion began (cumulative)
-    print("| network | method | T | float top-1 | SNN top-1 | exact | spikes | energy µJ | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| network | method | T | float top-1 | SNN top-1 | exact | spikes / neuron | spikes / image "
+          "| SOPs / image | energy µJ / image | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for key, r in sorted(results.items(), key=lambda kv: (kv[0].split("/")[:2], kv[1].get("T", 0))):
         stage, net, *setting = key.split("/")
         if stage == "float":
             continue
         flt = results.get(f"float/{net}", {}).get("test_accuracy")
-        spikes = r.get("spikes_per_neuron", r.get("spikes_per_image"))
-        energy = r.get("energy_uj")
+        sops = r.get("sops")
         print(f"| {net} | {stage} {' '.join(setting)} | {r['T']} | "
-              f"{'-' if flt is None else f'{100 * flt:.2f}'} | {100 * r['snn_accuracy']:.2f} | "
-              f"{r.get('exact', False)} | {'-' if spikes is None else f'{spikes:.3g}'} | "
-              f"{'-' if energy is None else f'{energy:.3g}'} | {r['seconds']:.0f} |")
+              f"{_cell(None if flt is None else 100 * flt, '.2f')} | {100 * r['snn_accuracy']:.2f} | "
+              f"{r.get('exact', False)} | {_cell(r.get('spikes_per_neuron'), '.3g')} | "
+              f"{_cell(r.get('spikes_per_image'), '.3g')} | "
+              f"{_cell(None if sops is None else sops / 1e6, '.3g')} M | "
+              f"{_cell(r.get('energy_uj'), '.3g')} | {r['seconds']:.0f} |")
+
+
+def plot(out: Path, path: str) -> None:
+    """Top-1 against T (left) and against energy per image (right): SpikingJelly's curve, ge2mst's
+    points at T = 4 (calibrated only, and fine-tuned), the float ANN as a dashed line."""
+    from ge2mst.analysis.plots import figure, label
+
+    results = json.loads((out / "results.json").read_text())
+    nets = sorted({key.split("/")[1] for key in results if not key.startswith("float/")})
+    with figure(path, 3, (15, 4.8)) as (fig, (by_t, by_energy, key)):
+        for colour, net in zip(("C0", "C3", "C2", "C1"), nets, strict=False):
+            sj = sorted((r for k, r in results.items() if k.startswith(f"spikingjelly/{net}/")),
+                        key=lambda r: r["T"])
+            mine = sorted(((k.split("/")[2], r) for k, r in results.items()
+                           if k.startswith(f"ge2mst/{net}/")), key=lambda kr: kr[1]["snn_accuracy"])
+            flt = results.get(f"float/{net}", {}).get("test_accuracy")
+            if flt is not None:
+                for ax in (by_t, by_energy):
+                    ax.axhline(100 * flt, color=colour, ls="--", lw=1,
+                               label=f"{net} float ANN" if ax is by_t else None)
+            if sj:
+                by_t.plot([r["T"] for r in sj], [100 * r["snn_accuracy"] for r in sj], "o-",
+                          color=colour, label=f"{net} SpikingJelly RateCoding ({sj[0]['mode']})")
+                with_energy = [r for r in sj if "energy_uj" in r]
+                by_energy.plot([r["energy_uj"] for r in with_energy],
+                               [100 * r["snn_accuracy"] for r in with_energy], "o-", color=colour)
+                for r in with_energy:
+                    by_energy.annotate(f"T={r['T']}", (r["energy_uj"], 100 * r["snn_accuracy"]),
+                                       textcoords="offset points", fontsize=7,
+                                       xytext=(4, -10) if colour == "C0" else (-8, 6))
+            for stage, r in mine:
+                marker, fill = ("*", colour) if stage.startswith("finetuned") else ("D", "none")
+                text = stage.replace("finetuned_", "+ fine-tune, epochs: ").replace("calibrated",
+                                                                                 "calibrated only")
+                for ax, xv in ((by_t, 4), (by_energy, r["energy_uj"])):
+                    ax.plot([xv], [100 * r["snn_accuracy"]], marker, ms=12 if marker == "*" else 7,
+                            color=colour, mfc=fill,
+                            label=f"{net} ge2mst, {text} (exact: {r['exact']})" if ax is by_t else None)
+        by_t.set_xscale("log", base=2)
+        steps = sorted({r["T"] for r in results.values() if "T" in r})
+        by_t.set_xticks(steps, [str(t) for t in steps])
+        by_energy.set_xscale("log")
+        by_t.set_ylim(0, 100)
+        by_energy.set_ylim(0, 100)
+        label(by_t, "time steps T", "top-1 on CIFAR-10 test images (%)",
+              "accuracy against T (same float weights)")
+        key.axis("off")  # the legend gets a panel of its own
+        key.legend(*by_t.get_legend_handles_labels(), loc="center left", fontsize=8, frameon=False)
+        label(by_energy, "energy per image (µJ; 45 nm fp32: 0.9 pJ / SOP, 4.6 pJ / MAC)", None,
+              "accuracy against energy")
 
 
 if __name__ == "__main__":

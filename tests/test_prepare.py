@@ -4,13 +4,14 @@ networks whose spiking networks are exact; what cannot be exact is refused by na
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import CIFAR, CIFAR_MISSING
 from torch import nn
-from user_nets.torchvision_style import VGG, ReLU6Net, ResNet
+from user_nets.torchvision_style import VGG, CifarVGG, ReLU6Net, ResNet
 
 from ge2mst import ConversionError, ExpGIF, ExpGQuant, calibrate, convert, prepare
 from ge2mst.analysis.energy import count_operations
@@ -29,7 +30,7 @@ def _bypassed(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("net", [ResNet, VGG, ReLU6Net])
+@pytest.mark.parametrize("net", [ResNet, VGG, CifarVGG, ReLU6Net])
 def test_prepare_keeps_the_function_and_the_weights(net):
     torch.manual_seed(0)
     model = net().eval()
@@ -79,7 +80,7 @@ def _calibrated(net, images):
     return prepared.eval()
 
 
-@pytest.mark.parametrize("net", [ResNet, VGG, ReLU6Net])
+@pytest.mark.parametrize("net", [ResNet, VGG, CifarVGG, ReLU6Net])
 def test_prepared_networks_convert_exactly_on_every_neuron(net):
     x = torch.randn(16, 3, 32, 32)
     report = verify(_calibrated(net, x), [(x, None)], oracle_sample=None, float32_path=True)
@@ -99,12 +100,32 @@ def test_user_networks_are_exact_on_real_cifar_images(cache_dir):
     data = load_dataset(str(CIFAR), split="test", limit=64, cache_dir=cache_dir)
     mean, std = data.channel_stats()
     x = normalize(data.images, mean, std)
-    for net in (ResNet, VGG):
+    for net in (ResNet, VGG, CifarVGG):
         model = _calibrated(net, x[:32])
         report = verify(model, [(x[i:i + 32], data.labels[i:i + 32]) for i in (0, 32)],
                         oracle_sample=None, float32_path=True)
         assert report["exact"] is True and report["images"] == 64, net.__name__
         assert report["max_spikes_per_neuron"] <= 2 and report["mean_spikes_per_neuron"] > 0.05
+
+
+@needs_cifar
+@pytest.mark.cifar
+@pytest.mark.parametrize("name,net", [("resnet20", ResNet), ("vgg", CifarVGG)])
+def test_the_benchmarks_fine_tuned_user_networks_load_and_convert_exactly(cache_dir, name, net):
+    """The weights behind benchmarks/RESULTS.md's bring-your-own table: a fresh ``prepare`` of the
+    user's class takes them strictly, and the spiking network is exact on real test images."""
+    from ge2mst.data import load_dataset, normalize
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "bring_your_own"
+    train = load_dataset(str(CIFAR), split="train", limit=1000, cache_dir=cache_dir, seed=0)
+    test = load_dataset(str(CIFAR), split="test", limit=64, cache_dir=cache_dir, seed=0)
+    mean, std = train.channel_stats()
+    x = normalize(test.images, mean, std)
+    model = prepare(net(), T=4, G=2)
+    model.load_state_dict(torch.load(root / f"ge2mst_{name}_finetuned_3.pth", weights_only=True))
+    report = verify(model.eval(), [(x, test.labels)], oracle_sample=None, float32_path=True)
+    assert report["exact"] is True and report["oracle_mismatches"] == 0
+    assert report["snn_accuracy"] >= 0.7  # 83.9 % / 84.1 % on the benchmark's 1,000 images
 
 
 def test_the_spiking_network_of_a_traced_model_counts_its_operations():

@@ -1,7 +1,9 @@
 """Networks written the way people write them, not with ge2mst's blocks: a CIFAR ResNet-20 in the
 torchvision style (BatchNorm held as attributes, one ``self.relu`` called at two places, ``+=``,
 ``torch.flatten``) and a small VGG with functional activations of three spellings, max pooling
-as a function, concatenation, ``view(x.size(0), -1)`` and dropout."""
+as a function, concatenation, ``view(x.size(0), -1)`` and dropout; and a CIFAR VGG written as
+torchvision writes VGGs (a ``features`` Sequential made from a configuration list, ``nn.MaxPool2d``
+modules, ``nn.ReLU(inplace=True)``, a ``classifier`` with dropout)."""
 
 import torch
 import torch.nn as nn
@@ -90,6 +92,36 @@ class VGG(nn.Module):
         x = F.avg_pool2d(x, 2)
         x = self.drop(x.view(x.size(0), -1))
         return self.fc(x)
+
+
+def make_layers(cfg, batch_norm=True):
+    layers, in_channels = [], 3
+    for v in cfg:
+        if v == "M":
+            layers += [nn.MaxPool2d(kernel_size=2, stride=2)]
+        else:
+            conv = nn.Conv2d(in_channels, v, kernel_size=3, padding=1, bias=not batch_norm)
+            norm = [nn.BatchNorm2d(v)] if batch_norm else []
+            layers += [conv, *norm, nn.ReLU(inplace=True)]
+            in_channels = v
+    return nn.Sequential(*layers)
+
+
+class CifarVGG(nn.Module):
+    """Six 3x3 convolutions with BatchNorm, three 2x2 max pools, global average, dropout, linear
+    (0.29 M parameters, 38 M multiply-accumulates per 32 x 32 image, like ResNet-20's 41 M)."""
+
+    def __init__(self, cfg=(32, 32, "M", 64, 64, "M", 128, 128, "M"), num_classes=10):
+        super().__init__()
+        self.features = make_layers(cfg)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(cfg[-2], num_classes))
+
+    def forward(self, x):
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
 
 
 class ReLU6Net(nn.Module):
