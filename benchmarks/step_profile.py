@@ -2,15 +2,16 @@
 GFLOP/s, and a profile table by kind of work.
 
     python benchmarks/step_profile.py --model ge2mst_cifar_base
+    python benchmarks/step_profile.py --model ge2mst_cifar_tiny ge2mst_cifar_mini --batch 128
 
-The floating-point operations of one AdamW step (batch 16 of CIFAR-10 training JPEGs, T = 4,
+The floating-point operations of one AdamW step (``--batch`` CIFAR-10 training JPEGs, T = 4,
 G = 2, p = 1) are three times those of the forward pass that ``torch.utils.flop_counter`` counts
 (matrix products and convolutions; a backward costs twice its forward: the usual convention, used
 because FlopCounterMode's count of ``convolution_backward`` over-counts grouped convolutions); the
 step time is the median of ``--steps`` steps after two warm-ups; the machine's limit is the median
 GFLOP/s of float32 ``torch.mm`` on 2048 x 2048 matrices. The profile lists the operators with the
 largest self CPU time over three steps, and the same step with every quantizer bypassed (ReLU /
-identity) says what the quantizers cost.
+identity) says what the quantizers cost: their share is 1 - bypassed / step.
 """
 
 from __future__ import annotations
@@ -60,21 +61,17 @@ def training_step(data_path: str, name: str, batch: int):
     return model, x, step
 
 
-def main() -> None:
+def profile(args, name: str) -> dict:
+    """One model's row: step time, FLOPs, the step with every quantizer bypassed, the quantizers'
+    share (1 - bypassed / step) and the operators with the largest self CPU time."""
     from ge2mst.core.quantizers import quantizers
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/cifar10-jpg.tar.gz"))
-    parser.add_argument("--model", default="ge2mst_cifar_base")
-    parser.add_argument("--steps", type=int, default=7)
-    args = parser.parse_args()
-    model, x, step = training_step(args.data, args.model, 16)
+    model, x, step = training_step(args.data, name, args.batch)
     with FlopCounterMode(display=False) as counter:
         model(x)
     flops = 3 * counter.get_total_flops()  # forward, and a backward of twice its cost
     step()
     seconds = median_step(step, args.steps)
-    limit = matmul_gflops()
     with torch.profiler.profile() as prof:
         for _ in range(3):
             step()
@@ -83,17 +80,34 @@ def main() -> None:
     for _, q in quantizers(model):  # ablation: the quantizers as plain ReLU / identity
         q.bypass = True
     bypassed = median_step(step, args.steps)
-    print(f"device: {platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"model {args.model}, batch 16, T = 4, G = 2\n")
-    print("| step (s) | GFLOP per step (3 x forward) | achieved GFLOP/s | float32 mm 2048² GFLOP/s | "
-          "fraction of the limit | step with the quantizers as ReLU (s) |")
-    print("|---|---|---|---|---|---|")
-    print(f"| {seconds:.3f} | {flops / 1e9:.1f} | {flops / seconds / 1e9:.1f} | {limit:.1f} | "
-          f"{flops / seconds / 1e9 / limit:.0%} | {bypassed:.3f} |\n")
-    print("| operator | share of the step's self CPU time |")
-    print("|---|---|")
-    for name, value in sorted(events, key=lambda kv: -kv[1])[:12]:
-        print(f"| {name} | {value / whole:.1%} |")
+    return {"model": name, "seconds": seconds, "flops": flops, "bypassed": bypassed,
+            "share": 1 - bypassed / seconds,
+            "top": [(k, t / whole) for k, t in sorted(events, key=lambda kv: -kv[1])[:12]]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/cifar10-jpg.tar.gz"))
+    parser.add_argument("--model", nargs="+", default=["ge2mst_cifar_base"])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=7)
+    args = parser.parse_args()
+    rows = [profile(args, name) for name in args.model]
+    limit = matmul_gflops()
+    print(f"device: {platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}; batch {args.batch}, T = 4, G = 2, p = 1\n")
+    print("| model | step (s) | GFLOP per step (3 x forward) | achieved GFLOP/s | float32 mm 2048² GFLOP/s | "
+          "fraction of the limit | step with the quantizers as ReLU (s) | quantizers' share |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        rate = r["flops"] / r["seconds"] / 1e9
+        print(f"| {r['model']} | {r['seconds']:.3f} | {r['flops'] / 1e9:.1f} | {rate:.1f} | {limit:.1f} | "
+              f"{rate / limit:.0%} | {r['bypassed']:.3f} | {r['share']:.0%} |")
+    for r in rows:
+        print(f"\n| operator ({r['model']}) | share of the step's self CPU time |")
+        print("|---|---|")
+        for name, share in r["top"]:
+            print(f"| {name} | {share:.1%} |")
 
 
 def median_step(step, steps: int, warmups: int = 1) -> float:

@@ -154,7 +154,8 @@ _ORIGINAL_MEMBRANE_CODES = ExpGIF.membrane_codes
 def _shifted_grid(original):
     def grid_values(delta, book, device):
         values = original(delta, book, device)
-        return torch.cat([values[1:], values[-1:]])  # cell k reads cell k + 1's level
+        # cell k reads cell k + 1's level; the last level and the NaN entry after it stay
+        return torch.cat([values[1:-1], values[-2:]])
 
     return grid_values
 

@@ -83,9 +83,11 @@ def _round_up_to_float32(values: torch.Tensor) -> torch.Tensor:
 
 def _grid_values(delta: torch.Tensor, book: CodeBook, device: torch.device) -> torch.Tensor:
     """float32 output ``delta * code`` of every cell ``[delta k / 2, delta (k + 1) / 2)`` of the
-    half-integer grid, k = 0 .. 2 n_max + 1 (the code of the last boundary <= k / 2), made on
-    ``device`` from the 0-dim ``delta`` there: no host synchronisation."""
-    return (delta * book.on("grid_codes", device).to(torch.float64)).to(torch.float32)
+    half-integer grid, k = 0 .. 2 n_max + 1 (the code of the last boundary <= k / 2), then NaN
+    (the cell NaN inputs are sent to); made on ``device`` from the 0-dim ``delta`` there: no host
+    synchronisation."""
+    values = (delta * book.on("grid_codes", device).to(torch.float64)).to(torch.float32)
+    return torch.cat([values, values.new_full((1,), math.nan)])
 
 
 #: Code books of at most this many levels use a float32 binary search instead of the grid.
@@ -102,8 +104,9 @@ def _quantize_float32(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed
     quotient that is not a whole number lies more than 2**-49 (relative) from every whole number,
     far beyond float64's rounding (2**-53), and a whole one is computed exactly. A table of the
     2 n_max + 2 cells then gives the float32 output. No boolean mask and no ``where`` (slow on
-    CPUs): NaN stays NaN by adding ``0 * clip(x)``, +-inf gives the clip, -0 and ternary zeros
-    come out as +0 like the integer path. (``SEARCH_LEVELS``: code books that small take a
+    CPUs), and every pass after the float64 copy in place: NaN takes a cell of its own whose
+    table entry is NaN, +-inf gives the clip, -0 and ternary zeros come out as +0 like the
+    integer path. (``SEARCH_LEVELS``: code books that small take a
     binary search over the boundaries rounded up to float32 instead; 0 by default.)
     """
     device = x.device
@@ -113,14 +116,17 @@ def _quantize_float32(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed
         bounds = _round_up_to_float32(delta * book.on("mids", device))
         values = (delta * book.on("codes", device).to(torch.float64)).to(torch.float32)
         cell = torch.bucketize(torch.nan_to_num(mag, nan=0.0), bounds, right=True, out_int32=True)
+        out = values.index_select(0, cell.reshape(-1)).view(x.shape)
+        nan_kept = out + mag.clamp(-1.0, 1.0) * 0.0  # + (+0, -0 or NaN)
     else:
-        values = _grid_values(delta, book, device)
-        quotient = torch.nan_to_num(mag.to(torch.float64) / (delta / 2), nan=0.0)
-        cell = quotient.clamp_(0, values.numel() - 1).to(torch.int32)  # truncation = floor here
-    out = values.index_select(0, cell.reshape(-1)).view(x.shape)
-    if signed:  # sign(x) * value, then + (+0 or NaN): a ternary zero is +0, NaN stays NaN
-        return out * torch.sign(x) + mag.clamp(max=1.0) * 0.0
-    return out + x.clamp(-1.0, 1.0) * 0.0  # + (-0, +0 or NaN)
+        table = _grid_values(delta, book, device)  # its last entry is NaN: the cell of a NaN
+        cells = table.numel() - 1
+        # in place on the float64 copy: clamp keeps NaN, which then takes the NaN cell
+        quotient = mag.to(torch.float64).div_(delta / 2).clamp_(0, cells - 1).nan_to_num_(nan=cells)
+        nan_kept = table.index_select(0, quotient.to(torch.int32).reshape(-1)).view(x.shape)
+    if signed:  # sign(x) * value, + 0.0: a ternary zero (and -0) is +0, NaN stays NaN
+        return (nan_kept * torch.sign(x)).add_(0.0)
+    return nan_kept
 
 
 def quantized_values(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: bool) -> torch.Tensor:
@@ -159,8 +165,8 @@ class _Quantize(torch.autograd.Function):
         lam_v = lam.to(x.dtype)
         low = -lam_v if ctx.signed else torch.zeros_like(lam_v)
         clipped = torch.clamp(x, min=low, max=lam_v)
-        inside = (clipped == x).to(grad_out.dtype)  # 1 on [low, lambda], 0 elsewhere (and NaN)
-        grad_in = grad_out * inside
+        inside = clipped == x  # True on [low, lambda], False elsewhere (and NaN)
+        grad_in = grad_out * inside  # a boolean factor: one pass fewer than a float mask
         grad_lam = None
         if ctx.needs_input_grad[1]:  # sum over the regions of grad_out * dA/dlambda
             # inside: p (Q - x) / lambda; above lambda: +1; below -lambda (signed): -1; else 0
