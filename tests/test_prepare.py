@@ -128,6 +128,26 @@ def test_the_benchmarks_fine_tuned_user_networks_load_and_convert_exactly(cache_
     assert report["snn_accuracy"] >= 0.7  # 83.9 % / 84.1 % on the benchmark's 1,000 images
 
 
+@needs_cifar
+@pytest.mark.cifar
+def test_the_benchmarks_float_vgg_goes_exact_from_the_command_line(cache_dir, capsys):
+    """The benchmark's float VGG (max pooling), from its file and its float weights: calibrated
+    and verified exact on real CIFAR-10 test images by the CLI alone."""
+    import json
+
+    from ge2mst.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    user = ["--model-file", f"{root / 'tests/user_nets/torchvision_style.py'}:CifarVGG",
+            "--init-weights", str(root / "benchmarks/bring_your_own/float_vgg_weights.pth")]
+    assert main(["verify", *user, "--data", str(CIFAR), "--data-dir", str(cache_dir), "--limit", "64",
+                 "--strict", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["exact"] is True and report["images"] == 64
+    assert report["oracle_checked"] == report["codes_compared"] > 0
+    assert report["snn_accuracy"] >= 0.4  # calibration alone: 70.8 % on the benchmark's 1,000
+
+
 def test_the_spiking_network_of_a_traced_model_counts_its_operations():
     x = torch.randn(8, 3, 32, 32)
     snn = convert(_calibrated(VGG, x))

@@ -167,8 +167,8 @@ def test_float32_path_checks_every_kernel_output_against_the_oracle(monkeypatch)
     original = quant._grid_values
 
     def off_by_one(delta, book, device):
-        values = original(delta, book, device)
-        return torch.cat([values[1:], values[-1:]])
+        values = original(delta, book, device)  # the levels, then NaN (the cell of NaN inputs)
+        return torch.cat([values[1:-1], values[-2:]])  # each cell one level up; NaN stays last
 
     monkeypatch.setattr(quant, "_grid_values", off_by_one)
     faulty = Float32Path(model)
