@@ -3,6 +3,7 @@ GFLOP/s, and a profile table by kind of work.
 
     python benchmarks/step_profile.py --model ge2mst_cifar_base
     python benchmarks/step_profile.py --model ge2mst_cifar_tiny ge2mst_cifar_mini --batch 128
+    python benchmarks/step_profile.py --kernel      # one quantizer alone
 
 The floating-point operations of one AdamW step (``--batch`` CIFAR-10 training JPEGs, T = 4,
 G = 2, p = 1) are three times those of the forward pass that ``torch.utils.flop_counter`` counts
@@ -85,13 +86,37 @@ def profile(args, name: str) -> dict:
             "top": [(k, t / whole) for k, t in sorted(events, key=lambda kv: -kv[1])[:12]]}
 
 
+def quantizer_kernel(steps: int) -> tuple[float, float]:
+    """Median seconds of one ``ExpGQuant(4, 2)`` in training mode on a 128 x 64 x 32 x 32 float32
+    activation: its forward alone (no graph), and its forward with the backward."""
+    from ge2mst.core.quantizers import ExpGQuant
+
+    torch.manual_seed(0)
+    quant = ExpGQuant(4, 2, lam=1.5).train()
+    x = torch.randn(128, 64, 32, 32, requires_grad=True)
+    grad = torch.randn_like(x)
+
+    def forward() -> None:
+        with torch.no_grad():
+            quant(x)
+
+    return median_step(forward, steps), median_step(lambda: quant(x).backward(grad), steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/cifar10-jpg.tar.gz"))
     parser.add_argument("--model", nargs="+", default=["ge2mst_cifar_base"])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=7)
+    parser.add_argument("--kernel", action="store_true",
+                        help="time one quantizer alone instead (forward; forward and backward)")
     args = parser.parse_args()
+    if args.kernel:
+        forward, both = quantizer_kernel(max(args.steps, 9))
+        print(f"ExpGQuant(4, 2), 128 x 64 x 32 x 32 float32, training mode: forward {forward:.4f} s, "
+              f"forward and backward {both:.4f} s")
+        return
     rows = [profile(args, name) for name in args.model]
     limit = matmul_gflops()
     print(f"device: {platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads, "
