@@ -24,8 +24,6 @@ import argparse
 import hashlib
 import json
 import math
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,18 +39,15 @@ NETS = {"resnet20": ResNet, "vgg": CifarVGG}
 
 
 def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                          text=True)
-    return done.stdout.strip() or "unknown"
+    from ge2mst.training.provenance import provenance
+
+    return (provenance(torch.device("cpu"))["commit"] or "unknown")[:7]
 
 
 def _device_name() -> str:
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        cpu = next((line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    from ge2mst.training.provenance import cpu_model
+
+    return f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 DATA_HASH = {}

@@ -18,7 +18,6 @@ identity) says what the quantizers cost: their share is 1 - bypassed / step.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -104,6 +103,8 @@ def quantizer_kernel(steps: int) -> tuple[float, float]:
 
 
 def main() -> None:
+    from ge2mst.training.provenance import cpu_model
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/cifar10-jpg.tar.gz"))
     parser.add_argument("--model", nargs="+", default=["ge2mst_cifar_base"])
@@ -119,7 +120,7 @@ def main() -> None:
         return
     rows = [profile(args, name) for name in args.model]
     limit = matmul_gflops()
-    print(f"device: {platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads, "
+    print(f"device: {cpu_model()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}; batch {args.batch}, T = 4, G = 2, p = 1\n")
     print("| model | step (s) | GFLOP per step (3 x forward) | achieved GFLOP/s | float32 mm 2048² GFLOP/s | "
           "fraction of the limit | step with the quantizers as ReLU (s) | quantizers' share |")

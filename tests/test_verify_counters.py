@@ -10,7 +10,7 @@ from torch import nn
 
 import ge2mst.core.quantizers as quant
 from ge2mst import ExpGIF, ExpGQuant, SignedExpGQuant, convert
-from ge2mst.analysis import references
+from ge2mst.analysis import faults, references
 from ge2mst.analysis.evidence import NeuronEvidence
 from ge2mst.analysis.references import Agreement, Float32Path, TrainedFunction
 from ge2mst.analysis.verification import verify
@@ -164,13 +164,8 @@ def test_float32_path_checks_every_kernel_output_against_the_oracle(monkeypatch)
     clean.compare(x, None)
     clean.close()
     assert clean.mismatches == 0 and clean.checked > 0 and clean.logits.max_abs == 0.0
-    original = quant._grid_values
-
-    def off_by_one(delta, book, device):
-        values = original(delta, book, device)  # the levels, then NaN (the cell of NaN inputs)
-        return torch.cat([values[1:-1], values[-2:]])  # each cell one level up; NaN stays last
-
-    monkeypatch.setattr(quant, "_grid_values", off_by_one)
+    # the float32-kernel fault's table: each cell reads the level one up
+    monkeypatch.setattr(quant, "_grid_values", faults._shifted_grid(quant._grid_values))
     faulty = Float32Path(model)
     faulty.compare(x, None)
     assert faulty.mismatches > 0 and faulty.logits.max_abs == 0.0  # shared: only the oracle sees it

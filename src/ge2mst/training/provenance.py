@@ -20,6 +20,21 @@ def _git_commit() -> str | None:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (``/proc/cpuinfo``), else the platform's
+    processor or machine name."""
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
+
+
 def provenance(device: torch.device) -> dict:
     """What a figure needs beside it: the code's commit and version, torch, the device, the
     threads and the start time of the run (recorded when a run starts)."""
@@ -37,4 +52,4 @@ def provenance(device: torch.device) -> dict:
             "device_name": name, "started": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
-__all__ = ["provenance"]
+__all__ = ["cpu_model", "provenance"]
