@@ -119,7 +119,7 @@ def _images(data: str, split: str, n: int) -> torch.Tensor:
 
 
 def worker_train(args) -> dict:
-    from ge2mst.core.quantizers import set_mixing
+    from ge2mst.core.quantizers import fuse_quantizers, set_mixing
 
     torch.manual_seed(0)
     x, y = _images(args.data, "train", args.batch)
@@ -127,9 +127,11 @@ def worker_train(args) -> dict:
     if model is None:
         return {"skipped": "temporal group larger than T"}
     set_mixing(model, 1.0)
+    fuse_quantizers(model, args.compile == "quantizers")
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    forward = torch.compile(model) if args.compile else model  # compiled in the warm-up step
+    # compiled in the warm-up step: the whole model, or (quantizers) its quantizers' kernels
+    forward = torch.compile(model) if args.compile == "model" else model
     before = _rss_mb()
     _reset_peak()
     times = []
@@ -185,11 +187,13 @@ def worker_infer(args) -> dict:
 
 
 def train_worker(data: str, network: str, T: int, steps: int, batch: int = 16,
-                 compile: bool = False) -> dict:
-    """One training-cost measurement (`worker_train`) in a fresh process: its JSON result."""
+                 compile: bool | str = False) -> dict:
+    """One training-cost measurement (`worker_train`) in a fresh process: its JSON result
+    (``compile``: True or "model" for the whole model, "quantizers" for the fused quantizers)."""
     cmd = [sys.executable, __file__, "--worker", "train", "--network", network, "--T", str(T),
            "--data", data, "--batch", str(batch), "--steps", str(steps)]
-    done = subprocess.run(cmd + (["--compile"] if compile else []), capture_output=True, text=True)
+    mode = "model" if compile is True else compile
+    done = subprocess.run(cmd + (["--compile", mode] if mode else []), capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{network} T={T} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -264,7 +268,9 @@ def main() -> None:
                              "shared machine falls on every setting alike)")
     parser.add_argument("--worker", choices=["train", "infer"])
     parser.add_argument("--network", help=f"one of {sorted(NETWORKS)} or a registered model name")
-    parser.add_argument("--compile", action="store_true", help="worker: torch.compile the model")
+    parser.add_argument("--compile", nargs="?", const="model", choices=("model", "quantizers"),
+                        help="worker: torch.compile the model (alone, or 'model'), or fuse the "
+                             "quantizers' kernels ('quantizers')")
     parser.add_argument("--T", type=int, default=4)
     args = parser.parse_args()
     if args.worker:

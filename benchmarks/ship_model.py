@@ -8,7 +8,9 @@ Copies the run's ``last.safetensors`` (the last epoch, never the best) to
 ``src/ge2mst/weights/NAME.safetensors``, writes its model card ``NAME.md`` (command, commit,
 data sha256, seed, device, wall time, the metrics.csv summary, last-epoch ANN and SNN accuracy,
 exactness and energy from the ``ge2mst eval --json`` and ``ge2mst verify --json`` reports) and
-records the file's sha256 in ``index.json``.
+records the file's sha256 in ``index.json``. A run that went on over several sittings (``--resume``,
+perhaps on other machines) lists them, from the ``resumed`` record of its ``trainer.pt``;
+``--plot FILE`` draws its held-out accuracy against the hours of training.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -29,8 +33,51 @@ from ge2mst.models.pretrained import sha256_of  # noqa: E402
 WEIGHTS = ROOT / "src" / "ge2mst" / "weights"
 
 
+def sittings(run: dict) -> list[str]:
+    """The card's lines on the sittings of a resumed run (the first, then each resumption)."""
+    resumed = run.get("resumed", [])
+    lines = ["", f"## Sittings ({1 + len(resumed)})", "",
+             "| sitting | started (UTC) | from step | hours before it | CPU | commit | compile |",
+             "|---|---|---|---|---|---|---|",
+             f"| 1 | {run.get('started')} | 0 | 0.00 | {run.get('cpu', run.get('device_name'))} | "
+             f"{str(run.get('commit'))[:7]} | off |"]
+    for i, r in enumerate(resumed, 2):
+        lines.append(f"| {i} | {r.get('started')} | {r.get('at_step')} | "
+                     f"{float(r.get('at_seconds') or 0) / 3600:.2f} | {r.get('cpu')} | "
+                     f"{str(r.get('commit'))[:7]} | {r.get('compile')} |")
+    return lines
+
+
+def plot_curve(rows: list[dict], name: str, path: Path, device: str) -> None:
+    """Held-out and training accuracy against the hours of training, p on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hours = [float(r["seconds"]) / 3600 for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.plot(hours, [100 * float(r["test_accuracy"]) for r in rows], "o-", ms=3,
+            label="held-out top-1 (ANN = SNN at p = 1)")
+    ax.plot(hours, [100 * float(r["train_accuracy"]) for r in rows], "-", alpha=0.6,
+            label="training top-1 (augmented, running)")
+    ax.axhline(90, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(f"hours of training ({device})")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_ylim(max(0, min(100 * float(r["test_accuracy"]) for r in rows) - 5), 100)
+    twin = ax.twinx()
+    twin.plot(hours, [float(r["p"]) for r in rows], color="tab:green", lw=0.8, alpha=0.5)
+    twin.set_ylabel("mixing fraction p", color="tab:green")
+    twin.set_ylim(0, 1.05)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"{name}: accuracy against training time", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def card(name: str, config: dict, rows: list[dict], ev: dict, ver: dict | None, args,
-         data_sha: str | None, params: int) -> str:
+         data_sha: str | None, params: int, run: dict | None = None) -> str:
     snn, ann = ev.get("snn", {}), ev.get("ann", {})
     energy = snn.get("energy", {})
     last = rows[-1]
@@ -80,6 +127,7 @@ def card(name: str, config: dict, rows: list[dict], ev: dict, ver: dict | None, 
         f"- seed {config.get('seed')}, {config.get('epoch')} epochs; training settings: "
         f"`{json.dumps(config.get('training', {}), sort_keys=True)}`",
         f"- weights sha256 {sha256_of(WEIGHTS / f'{name}.safetensors')}",
+        *(sittings(run) if run else []),
         "",
         "## Training curve (metrics.csv)",
         "",
@@ -102,6 +150,7 @@ def main() -> None:
     parser.add_argument("--verify", help="ge2mst verify --json report")
     parser.add_argument("--command", required=True, help="the ge2mst train command of the run")
     parser.add_argument("--eval-command", default=None)
+    parser.add_argument("--plot", help="write the accuracy-against-hours curve to this PNG")
     parser.add_argument("--data-name", default="cifar10",
                         help="what --data to give ge2mst eval for this model (quickstart's hint)")
     args = parser.parse_args()
@@ -119,7 +168,12 @@ def main() -> None:
     shutil.copy(run / "last.safetensors", WEIGHTS / f"{args.name}.safetensors")
     params = sum(t.numel() for k, t in tensors.items() if not k.endswith(("running_mean", "running_var",
                                                                           "num_batches_tracked")))
-    text = card(args.name, config, rows, ev, ver, args, data_sha, params)
+    state = run / "trainer.pt"
+    record = torch.load(state, map_location="cpu", weights_only=True)["run"] if state.is_file() else None
+    text = card(args.name, config, rows, ev, ver, args, data_sha, params, record)
+    if args.plot:
+        plot_curve(rows, args.name, Path(args.plot),
+                   (record or {}).get("cpu") or str(config.get("device_name")))
     (WEIGHTS / f"{args.name}.md").write_text(text)
     index_path = WEIGHTS / "index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}

@@ -2,11 +2,14 @@
 SpikingJelly 2.0's own ``spikformer_cifar10``, side by side (needs ``spikingjelly`` and ``h5py``).
 
     python benchmarks/spikingjelly_step.py --rounds 3
+    python benchmarks/spikingjelly_step.py --rounds 3 --fused --Ts 4   # + fused quantizers
 
 Each setting runs `compare.py --worker train` in a fresh process (one batch of 16 CIFAR-10
 training JPEGs, median of ``--steps`` AdamW steps after one warm-up, peak resident memory added
 over the process before its first step); the settings are measured in ``--rounds`` interleaved
-rounds and the median of the rounds is reported.
+rounds and the median of the rounds is reported. ``--fused`` adds Ge2mS-T Base with its
+quantizers' fused kernels (``ge2mst train --compile quantizers``; compiled in the warm-up step,
+whose memory is not counted); ``--Ts`` keeps the settings at those T only.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from pathlib import Path
 from compare import device_line, measure_rounds, median_of  # benchmarks/ is the script's folder
 
 HERE = Path(__file__).resolve().parent
-SETTINGS = [("Ge2mS-T CIFAR Base", (1, 2, 4, 8)), ("ge2mst_cifar_small", (4,)),
+BASE = "Ge2mS-T CIFAR Base"
+FUSED = "fused quantizers"
+SETTINGS = [(BASE, (1, 2, 4, 8)), ("ge2mst_cifar_small", (4,)),
             ("Spikformer-4-384 (SSA)", (4,)), ("SpikingJelly 2.0 spikformer_cifar10", (1, 2, 4, 8))]
 
 
@@ -26,10 +31,15 @@ def main() -> None:
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/cifar10-jpg.tar.gz"))
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fused", action="store_true", help="add Base with fused quantizers")
+    parser.add_argument("--Ts", type=int, nargs="+", default=[1, 2, 4, 8])
     args = parser.parse_args()
-    settings = [((label, T), label, T, False) for label, steps in SETTINGS for T in steps]
+    settings = [((label, T), label, T, False) for label, steps in SETTINGS for T in steps
+                if T in args.Ts]
+    if args.fused:
+        settings[1:1] = [((f"{FUSED} ({BASE})", T), BASE, T, "quantizers") for T in args.Ts]
     runs = measure_rounds(args.data, settings, args.rounds, args.steps)
-    base = {T: runs["Ge2mS-T CIFAR Base", T] for T in (1, 2, 4, 8)}
+    base = {T: runs[BASE, T] for T in args.Ts}
     print(device_line() + "\n")
     print("| network | params | T | step (s) | peak added memory (MiB) | time vs Ge2mS-T Base | "
           "memory vs Ge2mS-T Base |")

@@ -4,6 +4,7 @@ GFLOP/s, and a profile table by kind of work.
     python benchmarks/step_profile.py --model ge2mst_cifar_base
     python benchmarks/step_profile.py --model ge2mst_cifar_tiny ge2mst_cifar_mini --batch 128
     python benchmarks/step_profile.py --kernel      # one quantizer alone
+    python benchmarks/step_profile.py --model ge2mst_cifar_medium --batch 128 --fused --p 0.5
 
 The floating-point operations of one AdamW step (``--batch`` CIFAR-10 training JPEGs, T = 4,
 G = 2, p = 1) are three times those of the forward pass that ``torch.utils.flop_counter`` counts
@@ -12,7 +13,9 @@ because FlopCounterMode's count of ``convolution_backward`` over-counts grouped 
 step time is the median of ``--steps`` steps after two warm-ups; the machine's limit is the median
 GFLOP/s of float32 ``torch.mm`` on 2048 x 2048 matrices. The profile lists the operators with the
 largest self CPU time over three steps, and the same step with every quantizer bypassed (ReLU /
-identity) says what the quantizers cost: their share is 1 - bypassed / step.
+identity) says what the quantizers cost: their share is 1 - bypassed / step. ``--fused`` times
+the quantizers' fused kernels (`ge2mst.fuse_quantizers`, ``ge2mst train --compile quantizers``;
+compiled in the untimed warm-up steps), ``--p`` a step of the progressive mix (p < 1).
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
-def training_step(data_path: str, name: str, batch: int):
+def training_step(data_path: str, name: str, batch: int, fused: bool = False, p: float = 1.0):
     """The model ``name`` (T = 4, G = 2, training mode), a batch of ``batch`` CIFAR-10 training
     JPEGs and a function that runs one AdamW step on it."""
+    from ge2mst.core.quantizers import fuse_quantizers, set_mixing
     from ge2mst.data import load_dataset, normalize
     from ge2mst.models import create_model
 
@@ -50,6 +54,8 @@ def training_step(data_path: str, name: str, batch: int):
     x, y = normalize(data.images, mean, std), data.labels
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, T=4, G=2).train()
+    fuse_quantizers(model, fused)
+    set_mixing(model, p)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
@@ -66,11 +72,11 @@ def profile(args, name: str) -> dict:
     share (1 - bypassed / step) and the operators with the largest self CPU time."""
     from ge2mst.core.quantizers import quantizers
 
-    model, x, step = training_step(args.data, name, args.batch)
+    model, x, step = training_step(args.data, name, args.batch, args.fused, args.p)
     with FlopCounterMode(display=False) as counter:
         model(x)
     flops = 3 * counter.get_total_flops()  # forward, and a backward of twice its cost
-    step()
+    step()  # (compiles the fused kernels)
     seconds = median_step(step, args.steps)
     with torch.profiler.profile() as prof:
         for _ in range(3):
@@ -85,13 +91,14 @@ def profile(args, name: str) -> dict:
             "top": [(k, t / whole) for k, t in sorted(events, key=lambda kv: -kv[1])[:12]]}
 
 
-def quantizer_kernel(steps: int) -> tuple[float, float]:
+def quantizer_kernel(steps: int, fused: bool = False) -> tuple[float, float]:
     """Median seconds of one ``ExpGQuant(4, 2)`` in training mode on a 128 x 64 x 32 x 32 float32
     activation: its forward alone (no graph), and its forward with the backward."""
     from ge2mst.core.quantizers import ExpGQuant
 
     torch.manual_seed(0)
     quant = ExpGQuant(4, 2, lam=1.5).train()
+    quant.fused = fused
     x = torch.randn(128, 64, 32, 32, requires_grad=True)
     grad = torch.randn_like(x)
 
@@ -112,16 +119,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--kernel", action="store_true",
                         help="time one quantizer alone instead (forward; forward and backward)")
+    parser.add_argument("--fused", action="store_true", help="the quantizers' fused kernels")
+    parser.add_argument("--p", type=float, default=1.0, help="mixing fraction of the step")
     args = parser.parse_args()
     if args.kernel:
-        forward, both = quantizer_kernel(max(args.steps, 9))
-        print(f"ExpGQuant(4, 2), 128 x 64 x 32 x 32 float32, training mode: forward {forward:.4f} s, "
+        forward, both = quantizer_kernel(max(args.steps, 9), args.fused)
+        print(f"ExpGQuant(4, 2){', fused' if args.fused else ''}, 128 x 64 x 32 x 32 float32, "
+              f"training mode: forward {forward:.4f} s, "
               f"forward and backward {both:.4f} s")
         return
     rows = [profile(args, name) for name in args.model]
     limit = matmul_gflops()
     print(f"device: {cpu_model()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; batch {args.batch}, T = 4, G = 2, p = 1\n")
+          f"torch {torch.__version__}; batch {args.batch}, T = 4, G = 2, p = {args.p:g}, "
+          f"{'fused' if args.fused else 'eager'} quantizers\n")
     print("| model | step (s) | GFLOP per step (3 x forward) | achieved GFLOP/s | float32 mm 2048² GFLOP/s | "
           "fraction of the limit | step with the quantizers as ReLU (s) | quantizers' share |")
     print("|---|---|---|---|---|---|---|---|")

@@ -53,6 +53,13 @@ def test_kill_then_resume_gives_the_same_weights(tmp_path, reference, fault, epo
         resumed = train(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert _same(load_file(tmp_path / "last.safetensors"), reference)
+    run = torch.load(state, weights_only=True)["run"]
+    # each sitting is on record: where the resumed one went on from, on what machine
+    sittings = run.get("resumed", [])
+    assert len(sittings) == (1 if epochs_done else 0)
+    if epochs_done:
+        assert sittings[0]["at_step"] >= 8 * epochs_done and sittings[0]["cpu"]
+        assert sittings[0]["at_seconds"] > 0
     rows = (tmp_path / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3 and rows[0].startswith("epoch,loss")
     # the wall-clock column adds the sittings up: it never restarts at a resume

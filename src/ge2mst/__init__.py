@@ -20,6 +20,7 @@ from .core import (
     SpikingNeuron,
     UniformCodeBook,
     expg_codebook,
+    fuse_quantizers,
     quantize,
     set_mixing,
     set_time_steps,
@@ -39,7 +40,7 @@ __all__ = [
     "CheckpointError", "ConfigError", "ConversionError", "DataError", "ExpGCodeBook", "ExpGIF",
     "ExpGQuant", "ExpIFQuant", "Ge2msError", "IFNeuron", "InputError", "QCFSQuant", "Quantizer",
     "SignedExpGQuant", "SpikingNetwork", "SpikingNeuron", "UniformCodeBook", "calibrate",
-    "convert", "create_model", "expg_codebook", "list_models", "prepare", "quantize",
+    "convert", "create_model", "expg_codebook", "fuse_quantizers", "list_models", "prepare", "quantize",
     "register_model",
     "set_mixing", "set_time_steps", "uniform_codebook", "__version__",
 ]

@@ -22,6 +22,7 @@ from .quantizers import (
     QCFSQuant,
     Quantizer,
     SignedExpGQuant,
+    fuse_quantizers,
     quantize,
     set_mixing,
     set_time_steps,
@@ -29,6 +30,6 @@ from .quantizers import (
 
 __all__ = ["CodeBook", "ExpGCodeBook", "ExpGIF", "ExpGOracle", "ExpGQuant", "ExpIFQuant",
            "IFNeuron", "QCFSQuant", "Quantizer", "SignedExpGQuant", "SpikeTally", "SpikingNeuron",
-           "UniformCodeBook", "check_time_groups", "expg_codebook", "level_spacing",
+           "UniformCodeBook", "check_time_groups", "expg_codebook", "fuse_quantizers", "level_spacing",
            "quantize", "set_mixing", "set_step_mode", "set_time_steps",
            "uniform_codebook"]

@@ -18,6 +18,7 @@ A_p(x) = (1 - p) * clip(x, 0, lambda) + p * Q(x). Only p = 1 is convertible.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -140,24 +141,31 @@ def quantized_values(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed:
 
 
 class _Quantize(torch.autograd.Function):
-    """Q(x), or the progressive mix (1 - p) clip(x) + p Q(x) for p < 1, in one autograd node.
+    """Q(x), or the progressive mix q + (1 - p) (clip(x) - q) for p < 1, in one autograd node.
 
     Both parts have the same straight-through gradient in x (1 on the clip range, 0 outside), so
     the mix needs no graph of its own: one mask serves the whole backward pass, which costs the
     same at p < 1 as at p = 1. The lambda gradient is p (Q - x) / lambda inside plus the clip's
     +-1 outside (``(1 - p)`` of it from the clipped part, ``p`` from Q).
+
+    ``p`` and ``w = 1 - p`` are Python floats in eager mode (p = 1 then skips the mix), or 0-dim
+    float32 tensors under ``torch.compile`` (`Quantizer` holds them as buffers, so a moving p
+    never recompiles): the same float32 products either way, and at p = 1 the mix adds an exact
+    zero, so a compiled step quantizes bit for bit as the eager one.
     """
 
     @staticmethod
-    def forward(ctx, x, lam, book, signed, p):  # noqa: D401 - autograd signature
+    def forward(ctx, x, lam, book, signed, p, w):  # noqa: D401 - autograd signature
         q = quantized_values(x, lam, book, signed)
+        if isinstance(p, torch.Tensor):  # traced: q may be a view of an intermediate, which a
+            q = q.clone()                # saved tensor may not be (the compiler drops the copy)
         ctx.signed, ctx.p = signed, p
         ctx.save_for_backward(x, lam, q)
-        if p >= 1.0:
+        if not isinstance(p, torch.Tensor) and p >= 1.0:
             return q
         lam_v = lam.to(x.dtype)
         clipped = torch.clamp(x, min=-lam_v if signed else torch.zeros_like(lam_v), max=lam_v)
-        return clipped.mul_(1.0 - p).add_(q, alpha=p)
+        return clipped.sub_(q).mul_(w).add_(q)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -173,21 +181,60 @@ class _Quantize(torch.autograd.Function):
             outside = (x - clipped).sign_()
             if not ctx.signed:
                 outside = outside.clamp_(min=0.0)
-            grad_lam = torch.dot(grad_in.reshape(-1), (q - x).reshape(-1)) / lam_v
-            if ctx.p < 1.0:
+            # q - clipped: q - x where grad_in is not 0, and finite where x is +-inf
+            grad_lam = torch.dot(grad_in.reshape(-1), (q - clipped).reshape(-1)) / lam_v
+            if isinstance(ctx.p, torch.Tensor) or ctx.p < 1.0:
                 grad_lam = grad_lam * ctx.p
             grad_lam = grad_lam + torch.dot(grad_out.reshape(-1), outside.reshape(-1))
             grad_lam = grad_lam.reshape(lam.shape).to(lam.dtype)
-        return grad_in if ctx.needs_input_grad[0] else None, grad_lam, None, None, None
+        return grad_in if ctx.needs_input_grad[0] else None, grad_lam, None, None, None, None
 
 
 def quantize(x: torch.Tensor, lam: torch.Tensor, book: CodeBook, signed: bool = False,
              p: float = 1.0) -> torch.Tensor:
     """Quantize ``x`` to the levels ``delta * codes`` of ``book`` with straight-through gradients;
-    with ``p < 1`` the progressive mix ``(1 - p) clip(x, low, lambda) + p Q(x)`` instead."""
+    with ``p < 1`` the progressive mix ``(1 - p) clip(x, low, lambda) + p Q(x)`` instead (computed
+    as ``Q + (1 - p) (clip - Q)``)."""
     if not torch.is_floating_point(x):
         raise ConfigError(f"quantize expects a floating-point tensor, got {x.dtype}")
-    return _Quantize.apply(x, lam, book, signed, in_unit_interval("the mixing fraction p", p))
+    p = in_unit_interval("the mixing fraction p", p)
+    return _Quantize.apply(x, lam, book, signed, p, 1.0 - p)
+
+
+#: compiled variants one fused kernel may hold: one per activation shape of a network (the
+#: kernels are compiled for fixed shapes, which vectorise best on CPUs)
+FUSED_SHAPES = 64
+_FUSED: dict = {}  # "kernel": the compiled function; "failed": why compiling it failed
+
+
+def _mix(x, lam, book, signed, p, w):
+    return _Quantize.apply(x, lam, book, signed, p, w)
+
+
+def _fused_quantize(x, lam, book, signed, p, w) -> torch.Tensor:
+    """`_Quantize` with tensor ``p`` / ``w`` through ``torch.compile``: forward and backward each
+    become one fused loop over the activation (same bits as the eager passes). Where compiling
+    fails (a CPU without a C++ compiler), a warning, and the eager passes from then on."""
+    if "failed" not in _FUSED:
+        if "kernel" not in _FUSED:
+            _FUSED["kernel"] = torch.compile(_mix, dynamic=False)
+        limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+        try:
+            with torch._dynamo.config.patch({limit: FUSED_SHAPES}):
+                return _FUSED["kernel"](x, lam, book, signed, p, w)
+        except Exception as exc:  # the compiler's own failure: the eager passes below raise any real error
+            _FUSED["failed"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+            warnings.warn(f"fused quantizers are off: compiling them failed ({_FUSED['failed']}); "
+                          "training goes on with the eager quantizers", RuntimeWarning, stacklevel=2)
+    return _Quantize.apply(x, lam, book, signed, p, w)
+
+
+def _dispatch_mode():
+    """The active ``TorchDispatchMode`` (``FlopCounterMode``, ...), if any: compiling under one
+    would leave the fused kernel skipped for good."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return _get_current_dispatch_mode()
 
 
 def _usable(lam: torch.Tensor) -> bool:
@@ -213,9 +260,13 @@ class Quantizer(nn.Module):
         super().__init__()
         self.book = book
         self.lam = nn.Parameter(torch.tensor(positive_number("lambda", lam)), requires_grad=learn_lambda)
+        # p and 1 - p as tensors for compiled training (not saved: p is set by the schedule)
+        self.register_buffer("p_tensor", torch.ones(()), persistent=False)
+        self.register_buffer("w_tensor", torch.zeros(()), persistent=False)
         self.p = p
         self.bypass = False
         self.record = False
+        self.fused = False  # training: forward and backward compiled into fused loops
         self.last_codes: torch.Tensor | None = None
 
     @property
@@ -225,6 +276,9 @@ class Quantizer(nn.Module):
     @p.setter
     def p(self, value: float) -> None:
         self._p = in_unit_interval("the mixing fraction p", value)
+        with torch.no_grad():  # in place, on the module's device: no host synchronisation
+            self.p_tensor.fill_(self._p)
+            self.w_tensor.fill_(1.0 - self._p)
 
     @property
     def delta(self) -> float:
@@ -247,6 +301,10 @@ class Quantizer(nn.Module):
                               "it must be a positive finite number (set it, or calibrate the model)")
         if self._p >= 1.0 and self.record:
             self.last_codes = quantize_codes(x, lam, self.book, self.signed)
+        if torch.compiler.is_compiling():  # p as a graph input: a moving p never recompiles
+            return _Quantize.apply(x, lam, self.book, self.signed, self.p_tensor, self.w_tensor)
+        if self.fused and self.training and _dispatch_mode() is None:  # a FLOP counter sees eager ops
+            return _fused_quantize(x, lam, self.book, self.signed, self.p_tensor, self.w_tensor)
         return quantize(x, lam, self.book, self.signed, self._p)
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
@@ -320,6 +378,15 @@ def set_mixing(model: nn.Module, p: float) -> None:
     """Set the progressive mixing fraction ``p`` of every quantizer of ``model``."""
     for _, q in quantizers(model):
         q.p = p
+
+
+def fuse_quantizers(model: nn.Module, on: bool = True) -> None:
+    """Train every quantizer of ``model`` through fused kernels (``torch.compile`` of its forward
+    and backward, one variant per activation shape; the same bits as the eager passes, p included,
+    and no recompilation as p moves). Evaluation and conversion keep the eager passes. Needs a
+    C++ compiler on CPUs (else a warning, and the eager passes)."""
+    for _, q in quantizers(model):
+        q.fused = bool(on)
 
 
 def set_time_steps(model: nn.Module, T: int, G: int) -> None:

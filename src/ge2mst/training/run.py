@@ -42,7 +42,7 @@ from ..errors import CheckpointError, ConfigError, DataError, Ge2msError
 from ..io.checkpoint import atomic_write_bytes, save_checkpoint
 from ..models import model_spec
 from .inputs import first_images, load_splits, model_inputs, scoring_batches
-from .provenance import provenance
+from .provenance import cpu_model, provenance
 from .run_model import new_model
 from .trainer import TrainConfig, Trainer, count_hits
 
@@ -240,13 +240,18 @@ def _build_or_restore(args, state: dict | None, train_set, device: torch.device)
     if state:
         run = state["run"]
         run.setdefault("method", "progressive")
+        # each sitting of a run that spans several (perhaps machines): where and from what it went on
+        run.setdefault("resumed", []).append(
+            {**provenance(device), "cpu": cpu_model(), "at_step": state["trainer"]["step"],
+             "at_seconds": run.get("seconds_saved", 0.0), "compile": str(getattr(args, "compile", "off"))})
         return create_any_model(run["model"], **run["model_kwargs"]), run
     mean, std = train_set.channel_stats()
     torch.manual_seed(args.seed)
     model, method, info = new_model(args, train_set, mean, std)
     run = {"model": model.model_name, "model_kwargs": model.model_kwargs, "data": args.data,
            "mean": mean.tolist(), "std": std.tolist(), "method": method, **info,
-           "streamed": bool(getattr(train_set, "streaming", False)), **provenance(device)}
+           "streamed": bool(getattr(train_set, "streaming", False)), **provenance(device),
+           "cpu": cpu_model()}
     if getattr(args, "img_size", None):
         run["img_size"] = args.img_size
     # what verify, eval and energy read the held-out images with, unless told otherwise

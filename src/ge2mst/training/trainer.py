@@ -30,7 +30,7 @@ from torch import nn
 from .._faults import fault_point
 from .._files import LineProgress
 from .._files import progress as _progress
-from ..core.quantizers import quantizers, set_mixing
+from ..core.quantizers import fuse_quantizers, quantizers, set_mixing
 from ..errors import ConfigError
 from .batches import TrainingBatches
 from .config import SCHEDULES, TrainConfig, learning_rate, mixing_fraction
@@ -48,6 +48,8 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+#: what ``Trainer(compile=...)`` takes: off, the whole forward, or the quantizers' kernels only
+COMPILE_MODES = (False, None, True, "off", "model", "quantizers")
 #: training steps between two looks of the host at the device (progress bar, non-finite loss)
 SYNC_EVERY = 25
 #: seconds between two progress lines when the output is not a terminal
@@ -66,16 +68,21 @@ class Trainer:
 
     def __init__(self, model: nn.Module, images: torch.Tensor | StreamInput,
                  labels: torch.Tensor | None, cfg: TrainConfig,
-                 device: torch.device | str | None = None, compile: bool = False) -> None:
+                 device: torch.device | str | None = None, compile: bool | str = False) -> None:
         self.rank, self.world = world()
         if cfg.batch_size < self.world:
             raise ConfigError(f"batch_size {cfg.batch_size} is smaller than the {self.world} "
                               "processes that share each batch")
         self.cfg = cfg
         self.net = model.module if hasattr(model, "module") else model  # without the DDP wrapper
-        # torch.compile wraps the forward only; weights, optimizer and checkpoints use the plain
-        # module (its state_dict keys stay those of the model)
-        self.model = torch.compile(model) if compile else model
+        # compile: "model" (or True) wraps the forward in torch.compile; weights, optimizer and
+        # checkpoints use the plain module (its state_dict keys stay those of the model);
+        # "quantizers" fuses each quantizer's passes only (`fuse_quantizers`)
+        if compile not in COMPILE_MODES:
+            raise ConfigError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
+        self.model = torch.compile(model) if compile in (True, "model") else model
+        if compile == "quantizers":
+            fuse_quantizers(self.net)
         self.device = torch.device(device) if device is not None else _device_of(self.net)
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
