@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import CIFAR, CIFAR_MISSING
 from torch import nn
 
 import ge2mst.core.quantizers as quant
@@ -118,3 +119,27 @@ def test_trainer_compile_modes():
     eager.fit(progress=False)
     for a, b in zip(model.parameters(), eager_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not CIFAR.is_file(), reason=CIFAR_MISSING)
+@pytest.mark.cifar
+def test_fused_quantizer_on_real_activations(cache_dir):
+    """The stem of the shipped tiny network on 32 real CIFAR-10 test images: the quantizer that
+    follows it trains through the fused kernel with the eager bits (outputs, input gradients)."""
+    from ge2mst.data import load_dataset, normalize
+    from ge2mst.models import create_model
+
+    data = load_dataset(str(CIFAR), split="test", limit=32, seed=0, cache_dir=cache_dir)
+    mean, std = data.channel_stats()
+    model = create_model("ge2mst_cifar_tiny", pretrained=True).train()
+    with torch.no_grad():
+        x = model.stem(normalize(data.images, mean, std))
+    q = next(m for m in model.stages.modules() if isinstance(m, ExpGQuant))
+    grad = torch.randn_like(x)
+    for p in (0.5, 1.0):
+        q.p = p
+        q.fused = False
+        eager = _train_once(q, x, grad)
+        q.fused = True
+        fused = _train_once(q, x, grad)
+        assert _same_bits(eager[0], fused[0]) and _same_bits(eager[1], fused[1])
