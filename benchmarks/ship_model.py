@@ -33,11 +33,17 @@ from ge2mst.models.pretrained import sha256_of  # noqa: E402
 WEIGHTS = ROOT / "src" / "ge2mst" / "weights"
 
 
-def sittings(run: dict) -> list[str]:
-    """The card's lines on the sittings of a resumed run (the first, then each resumption)."""
+def sittings(run: dict, count: int | None = None, extensions: list | None = None) -> list[str]:
+    """The card's lines on a resumed run: each start of the process (the first, then each
+    ``--resume``; a sitting may hold several), the number of sittings when given, and each change
+    of the planned length (``--epochs`` on resumption)."""
     resumed = run.get("resumed", [])
-    lines = ["", f"## Sittings ({1 + len(resumed)})", "",
-             "| sitting | started (UTC) | from step | hours before it | CPU | commit | compile |",
+    starts = 1 + len(resumed)
+    lines = ["", f"## Sittings ({count})" if count else f"## Starts of the run ({starts})", "",
+             f"{starts} starts of the training process" + (f" over {count} sittings" if count else "")
+             + " (the first, then each `--resume`); the hours count the training up to the last save "
+             "before each stop.", "",
+             "| start | started (UTC) | from step | hours before it | CPU | commit | compile |",
              "|---|---|---|---|---|---|---|",
              f"| 1 | {run.get('started')} | 0 | 0.00 | {run.get('cpu', run.get('device_name'))} | "
              f"{str(run.get('commit'))[:7]} | off |"]
@@ -45,6 +51,10 @@ def sittings(run: dict) -> list[str]:
         lines.append(f"| {i} | {r.get('started')} | {r.get('at_step')} | "
                      f"{float(r.get('at_seconds') or 0) / 3600:.2f} | {r.get('cpu')} | "
                      f"{str(r.get('commit'))[:7]} | {r.get('compile')} |")
+    for e in extensions or []:
+        lines += ["", f"- planned length changed at epoch {e.get('at_epoch')} (step {e.get('at_step')}): "
+                      f"{e.get('from_epochs')} → {e.get('to_epochs')} epochs (the learning rate follows "
+                      "the new length's schedule from there on; the mixing ramp keeps the first plan's)"]
     return lines
 
 
@@ -77,7 +87,8 @@ def plot_curve(rows: list[dict], name: str, path: Path, device: str) -> None:
 
 
 def card(name: str, config: dict, rows: list[dict], ev: dict, ver: dict | None, args,
-         data_sha: str | None, params: int, run: dict | None = None) -> str:
+         data_sha: str | None, params: int, run: dict | None = None,
+         extensions: list | None = None) -> str:
     snn, ann = ev.get("snn", {}), ev.get("ann", {})
     energy = snn.get("energy", {})
     last = rows[-1]
@@ -127,7 +138,7 @@ def card(name: str, config: dict, rows: list[dict], ev: dict, ver: dict | None, 
         f"- seed {config.get('seed')}, {config.get('epoch')} epochs; training settings: "
         f"`{json.dumps(config.get('training', {}), sort_keys=True)}`",
         f"- weights sha256 {sha256_of(WEIGHTS / f'{name}.safetensors')}",
-        *(sittings(run) if run else []),
+        *(sittings(run, args.sittings, extensions) if run else []),
         "",
         "## Training curve (metrics.csv)",
         "",
@@ -151,6 +162,9 @@ def main() -> None:
     parser.add_argument("--command", required=True, help="the ge2mst train command of the run")
     parser.add_argument("--eval-command", default=None)
     parser.add_argument("--plot", help="write the accuracy-against-hours curve to this PNG")
+    parser.add_argument("--sittings", type=int, default=None,
+                        help="how many sittings the run took (its starts are on record; a sitting may "
+                             "hold several)")
     parser.add_argument("--data-name", default="cifar10",
                         help="what --data to give ge2mst eval for this model (quickstart's hint)")
     args = parser.parse_args()
@@ -169,8 +183,10 @@ def main() -> None:
     params = sum(t.numel() for k, t in tensors.items() if not k.endswith(("running_mean", "running_var",
                                                                           "num_batches_tracked")))
     state = run / "trainer.pt"
-    record = torch.load(state, map_location="cpu", weights_only=True)["run"] if state.is_file() else None
-    text = card(args.name, config, rows, ev, ver, args, data_sha, params, record)
+    saved = torch.load(state, map_location="cpu", weights_only=True) if state.is_file() else {}
+    record = saved.get("run")
+    extensions = saved.get("trainer", {}).get("extensions", [])
+    text = card(args.name, config, rows, ev, ver, args, data_sha, params, record, extensions)
     if args.plot:
         plot_curve(rows, args.name, Path(args.plot),
                    (record or {}).get("cpu") or str(config.get("device_name")))
