@@ -10,10 +10,8 @@ would take at that pace.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
+from step_profile import median_step  # benchmarks/ is the script's folder
 
 import ge2mst
 from ge2mst.core.quantizers import ExpGQuant, set_mixing
@@ -43,15 +41,14 @@ def main() -> None:
             if isinstance(q, ExpGQuant):
                 q.lam.data.fill_(2.0)
         opt = torch.optim.AdamW(model.parameters(), 1e-3)
-        times = []
-        for _ in range(6):
-            start = time.perf_counter()
+
+        def train_step(model=model, opt=opt) -> None:
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            times.append(time.perf_counter() - start)
-        step = statistics.median(times[1:])
+
+        step = median_step(train_step, 5)  # one warm-up, then the median of five
         params = sum(p.numel() for p in model.parameters())
         print(f"| {label} | {params / 1e6:.2f} M | {step:.3f} | {50000 / 128 * step / 60:.1f} |")
 
