@@ -282,3 +282,23 @@ def test_eval_and_verify_stream_a_folder_with_the_results_of_memory(small_folder
     assert json.loads(capsys.readouterr().out)["exact"] is True
     assert main(["verify", *common[:-5], "--json", "--data-mode", "stream"]) == 2  # no --img-size
     assert "--img-size" in capsys.readouterr().err
+
+
+def test_streamed_batches_are_cut_out_like_images_in_memory(small_folder):
+    """The same streamed batch with and without cutout differs in one square of side <= 5 of
+    every image, in all channels, and nowhere else."""
+    def first_batch(cut: int) -> torch.Tensor:
+        data = open_stream(small_folder / "train", "images", SIDE, None, seed=3,
+                           train=TrainTransform(SIDE, hflip=0.5))
+        cfg = TrainConfig(epochs=1, batch_size=16, seed=1, cutout=cut)
+        trainer = Trainer(_model(), StreamInput(data, *STATS, workers=0), None, cfg)
+        x, _, _, _ = next(trainer.data.epoch([torch.arange(16)], 0))
+        return x
+
+    plain, cut = first_batch(0), first_batch(5)
+    changed = (plain != cut).any(1)
+    assert ((cut == 0) | ~changed.unsqueeze(1)).all()  # what changed became 0
+    for mask in changed:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        assert 1 <= len(rows) <= 5 and 1 <= len(cols) <= 5
+        assert int(mask.sum()) == len(rows) * len(cols)  # one rectangle

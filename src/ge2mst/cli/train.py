@@ -108,6 +108,9 @@ def _add_optimisation(g: dict) -> None:
     aug.add_argument("--cutmix", type=_args._non_negative_float, default=0.0, metavar="ALPHA",
                      help="cutmix with Beta(ALPHA, ALPHA) areas (default: off; with --mixup, one "
                           "of the two per batch)")
+    aug.add_argument("--cutout", type=_args._non_negative_int, default=0, metavar="PX",
+                     help="zero a PX x PX square at a random place of every training image "
+                          "(clipped at the border; 0: off)")
     aug.add_argument("--auto-augment", choices=AUTO_AUGMENTS, default="none",
                      help="streamed images: TrivialAugment or RandAugment per image")
     aug.add_argument("--random-erase", type=_args._probability, default=0.0, metavar="P",

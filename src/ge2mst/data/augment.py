@@ -30,6 +30,29 @@ def augment(x: torch.Tensor, gen: torch.Generator, padding: int = 0, hflip: bool
     return x.contiguous()
 
 
+def cutout(x: torch.Tensor, gen: torch.Generator, size: int) -> torch.Tensor:
+    """``x`` (B x C x H x W) with a ``size`` x ``size`` square of every image set to 0 (the
+    mean pixel of normalised images), in every channel: its centre drawn uniformly over the image,
+    the square clipped at the border (so near a border less is erased). ``size`` 0: ``x`` itself.
+    The draws come from ``gen`` (a CPU generator); the mask is made on ``x.device``."""
+    size = whole_number("cutout: size", size, minimum=0)
+    if size == 0:
+        return x
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ConfigError(f"cutout: x must be a B x C x H x W tensor, got {shape}")
+    b, _, h, w = x.shape
+    if size > min(h, w):
+        raise ConfigError(f"cutout: a {size}-pixel square does not fit {h} x {w} images")
+    top = torch.randint(0, h, (b,), generator=gen).to(x.device).view(b, 1) - size // 2
+    left = torch.randint(0, w, (b,), generator=gen).to(x.device).view(b, 1) - size // 2
+    rows = torch.arange(h, device=x.device).view(1, h) - top
+    cols = torch.arange(w, device=x.device).view(1, w) - left
+    inside = (((rows >= 0) & (rows < size)).view(b, 1, h, 1)
+              & ((cols >= 0) & (cols < size)).view(b, 1, 1, w))
+    return x.masked_fill(inside, 0.0)
+
+
 def _beta_sample(alpha: float, gen: torch.Generator) -> float:
     """One draw of Beta(alpha, alpha) that uses only ``gen`` (so a seeded generator repeats it).
 

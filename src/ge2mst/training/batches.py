@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ..data.augment import augment, mix_batch
+from ..data.augment import augment, cutout, mix_batch
 from ..errors import ConfigError
 from .config import TrainConfig
 from .sources import StreamInput, is_streaming
@@ -61,7 +61,7 @@ class TrainingBatches:
             return
         keys = [[(i, epoch) for i in idx[self.rank::self.world].tolist()] for idx in index_lists]
         for x, y, skipped in self.stream.batches(keys, self.device):
-            yield (*self._mix(x, y), y, skipped)
+            yield (*self._mix(cutout(x, self.gen, self.cfg.cutout), y), y, skipped)
 
     def _from_memory(self, idx: torch.Tensor, epoch: int
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,7 +73,7 @@ class TrainingBatches:
                                       self.gen, padding=cfg.crop_padding, hflip=cfg.hflip,
                                       flips=flips))
         y = self.labels[idx.to(self.labels.device)].to(self.device)
-        x, target = self._mix(x, y)
+        x, target = self._mix(cutout(x, self.gen, cfg.cutout), y)
         if self.world > 1:
             x, target, y = (t[self.rank::self.world] for t in (x, target, y))
         return x, target, y

@@ -24,7 +24,9 @@ class TrainConfig:
     ``crop_padding``, ``hflip`` and ``alternate_flip`` are the in-memory augmentation (random
     crops of the padded image, flips); streamed images are random-resized-cropped (area fraction
     in ``[min_crop_scale, 1]``), flipped with ``hflip``, and augmented per image with
-    ``auto_augment`` and random erasing (probability ``random_erase``).
+    ``auto_augment`` and random erasing (probability ``random_erase``). ``cutout`` (pixels, 0:
+    off) zeroes a square of that side at a random place of every training image, in memory or
+    streamed, before mixup/cutmix.
     """
 
     epochs: int = 30
@@ -47,6 +49,7 @@ class TrainConfig:
     auto_augment: str = "none"  # streamed images: "none", "trivial" or "rand"
     random_erase: float = 0.0  # streamed images: probability of random erasing
     min_crop_scale: float = 0.08  # streamed images: smallest area fraction of a random crop
+    cutout: int = 0  # side of the zeroed square of every training image (0: off)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -62,8 +65,8 @@ class TrainConfig:
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
         in_unit_interval("random_erase", self.random_erase)
-        if self.crop_padding < 0:
-            raise ConfigError(f"crop_padding must be >= 0, got {self.crop_padding}")
+        for name in ("crop_padding", "cutout"):
+            whole_number(name, getattr(self, name), minimum=0)
         if self.ema_decay >= 1:
             raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         one_of("schedule", self.schedule, SCHEDULES)

@@ -89,7 +89,8 @@ def _config(args) -> TrainConfig:
                        amp=args.amp, seed=args.seed,
                        auto_augment=getattr(args, "auto_augment", "none"),
                        random_erase=getattr(args, "random_erase", 0.0),
-                       min_crop_scale=getattr(args, "min_crop_scale", 0.08))
+                       min_crop_scale=getattr(args, "min_crop_scale", 0.08),
+                       cutout=getattr(args, "cutout", 0))
 
 
 def _tensorboard(out: Path, enabled: bool, purge_step: int):
