@@ -61,7 +61,7 @@ class TrainingBatches:
             return
         keys = [[(i, epoch) for i in idx[self.rank::self.world].tolist()] for idx in index_lists]
         for x, y, skipped in self.stream.batches(keys, self.device):
-            yield (*self._mix(cutout(x, self.gen, self.cfg.cutout), y), y, skipped)
+            yield (*self._mix(x, y), y, skipped)
 
     def _from_memory(self, idx: torch.Tensor, epoch: int
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,14 +73,16 @@ class TrainingBatches:
                                       self.gen, padding=cfg.crop_padding, hflip=cfg.hflip,
                                       flips=flips))
         y = self.labels[idx.to(self.labels.device)].to(self.device)
-        x, target = self._mix(cutout(x, self.gen, cfg.cutout), y)
+        x, target = self._mix(x, y)
         if self.world > 1:
             x, target, y = (t[self.rank::self.world] for t in (x, target, y))
         return x, target, y
 
     def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mixup / cutmix when configured: (images, soft targets); else (images, labels)."""
+        """Cutout, then mixup / cutmix, as configured: (images, soft targets) when mixing, else
+        (images, labels)."""
         cfg = self.cfg
+        x = cutout(x, self.gen, cfg.cutout)
         if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
             return mix_batch(x, y, self.num_classes, self.gen, mixup_alpha=cfg.mixup_alpha,
                              cutmix_alpha=cfg.cutmix_alpha, label_smoothing=cfg.label_smoothing)
