@@ -124,6 +124,20 @@ def test_every_shipped_model_loads_with_its_card(name):
     assert "/work/" not in card and "/root/" not in card and "/home/" not in card
 
 
+@pytest.mark.parametrize("card", sorted((ROOT / "benchmarks" / "weights").glob("*.md")))
+def test_superseded_weights_kept_in_the_repository_load_as_their_card_says(card):
+    """Weights a shipped model once had, kept beside the RESULTS figures they stand behind: the
+    file the card names loads strictly into the model it names, with the sha256 the card records."""
+    import re
+
+    text = card.read_text()
+    name = re.search(r'create_model\("([a-z0-9_]+)"', text).group(1)
+    path = re.search(r'pretrained="(benchmarks/weights/[^"]+)"', text).group(1)
+    model = create_model(name, pretrained=str(ROOT / path))
+    assert f"weights sha256 {model.pretrained_cfg['sha256']}" in text
+    assert model.pretrained_cfg["sha256"] not in {e["sha256"] for e in SHIPPED.values()}
+
+
 @needs_cifar
 @pytest.mark.cifar
 @pytest.mark.parametrize("name", sorted(SHIPPED))

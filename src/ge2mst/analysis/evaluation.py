@@ -15,6 +15,11 @@ What the spiking network is depends on how the model was trained (`method_of`):
   `ge2mst.analysis.energy_stbp.count_stbp_operations`.
 
 A spiking network loaded with `ge2mst.io.spiking.load_spiking` is evaluated as it is (``snn`` mode).
+
+``tta="flip"`` classifies each image from two views, itself and its mirror image, by the sum of
+the two views' logits, in both modes: the spiking network runs once per view, so its energy per
+classification is twice the energy per view (both are reported). The headline figures of this
+project are one view.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from .energy import OperationCounter, count_operations
 from .energy_stbp import count_stbp_operations
 
 MODES = ("ann", "snn", "both")
+#: test-time augmentations and the number of views each image is classified from (`views`)
+TTAS = {"none": 1, "flip": 2}
 #: what a float32 evaluation of an ExpG model compares, by step mode
 FLOAT32_NOTE = {
     "collapsed": "float32: the ANN is the BatchNorm-folded ANN, which the collapsed spiking "
@@ -52,18 +59,29 @@ ENERGY_KEYS = ("preset", "pj_per_accumulate", "pj_per_mac", "sops", "macs", "ene
                "max_spikes_per_neuron", "sops_upper_bound")
 
 
+def views(images: torch.Tensor, tta: str = "none") -> list[torch.Tensor]:
+    """The views a batch of images (B x C x H x W) is classified from: the batch itself, and for
+    ``tta="flip"`` also its mirror image (the width axis reversed)."""
+    if tta not in TTAS:
+        raise ConfigError(f"tta must be one of {tuple(TTAS)}, got {tta!r}")
+    return [images] if tta == "none" else [images, images.flip(-1)]
+
+
 def _run(net: Callable[[torch.Tensor], torch.Tensor],
          batches: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
-         dtype: torch.dtype, desc: str | None = None) -> tuple[torch.Tensor, float]:
+         dtype: torch.dtype, desc: str | None = None,
+         tta: str = "none") -> tuple[torch.Tensor, float]:
     """Logits of ``net`` (a network, or an `OperationCounter` around one) on every batch
-    (concatenated, float64 on the CPU) and the seconds taken; with ``desc``, a progress bar of
-    that name with its expected time (on a terminal)."""
+    (concatenated, float64 on the CPU; with ``tta``, the sum over each image's `views`) and the
+    seconds taken; with ``desc``, a progress bar of that name with its expected time (on a
+    terminal)."""
     outs = []
     start = time.perf_counter()
     for images, _ in progress_bar(batches, desc or "", desc is not None, unit="batch",
                                   disable=None):
         try:
-            outs.append(net(images.to(dtype)).detach().to("cpu", torch.float64))
+            logits = [net(v.to(dtype)) for v in views(images, tta)]
+            outs.append(sum(logits[1:], logits[0]).detach().to("cpu", torch.float64))
         except RuntimeError as exc:  # e.g. an image size the model was not built for
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"the model cannot run on images of shape "
@@ -93,7 +111,7 @@ def _scores(logits: torch.Tensor, labels: torch.Tensor | None, seconds: float) -
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], *,
              mode: str = "both", form: str = "search", encoding: str | None = None,
              dtype: str = "float64", preset: str = "45nm-fp32", energy: bool = True,
-             step_mode: str = "event", progress: bool = False) -> dict:
+             step_mode: str = "event", progress: bool = False, tta: str = "none") -> dict:
     """Evaluate ``model`` (ANN mode) and/or its spiking network on ``batches``.
 
     Args:
@@ -114,29 +132,37 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             spike trains) or ``"collapsed"`` (synapses summed over time in one pass). Same
             outputs, and the same energy counts.
         progress: show a progress bar per pass, with its expected time (on a terminal).
+        tta: ``"none"`` (one view, the default) or ``"flip"``: each image classified by the sum
+            of the logits of itself and its mirror image, in both modes; the energy is counted
+            per view, and ``energy_mj_per_classification`` is twice it.
 
     Returns:
         a JSON-serialisable dict: ``images``, ``num_classes``, ``method``, ``mode``, ``T``,
         ``groups``, ``ann`` / ``snn`` sections (``top1``, ``top5`` when there are more than five
         classes, ``images_per_s``, ``seconds``; ``snn`` also ``neuron`` and ``energy``), and for
-        ``both`` the ``agreement`` of the predictions and ``max_abs_diff`` of the logits.
+        ``both`` the ``agreement`` of the predictions and ``max_abs_diff`` of the logits; with
+        ``tta="flip"``, ``tta`` and ``views``.
     """
     tdtype = dtype_named(dtype)
+    if tta not in TTAS:  # refused before any work
+        views(torch.empty(0), tta)
     batches, method, labels = _check_request(model, batches, mode)
     report: dict = {"method": method, "mode": mode, "dtype": dtype}
+    if tta != "none":
+        report["tta"], report["views"] = tta, TTAS[tta]
     ann_logits = snn_logits = None
     # one copy in the arithmetic asked for: the ANN, and the network that is converted (BatchNorm
     # folded in that arithmetic, as `ge2mst.analysis.verification` does)
     base = _reference_ann(model, method, tdtype, step_mode, report)
     if mode in ("ann", "both") and method != "stbp":
-        ann_logits, seconds = _run(base, batches, tdtype, "ANN" if progress else None)
+        ann_logits, seconds = _run(base, batches, tdtype, "ANN" if progress else None, tta)
         report["ann"] = _scores(ann_logits, labels, seconds)
     if mode in ("snn", "both"):
         snn, neuron = _spiking_network(model, base, method, report, form=form, encoding=encoding,
                                        step_mode=step_mode)
         snn_logits = _run_snn(snn, batches, labels, method, report, neuron=neuron, dtype=tdtype,
                               energy=energy, preset=preset, step_mode=step_mode,
-                              desc=f"SNN ({step_mode}, {dtype})" if progress else None)
+                              desc=f"SNN ({step_mode}, {dtype})" if progress else None, tta=tta)
         if method == "stbp" and mode == "both":
             report["note"] = ("an STBP network is its own spiking network: there is no ANN mode "
                               "to compare with")
@@ -217,22 +243,24 @@ def _spiking_network(model: nn.Module, base: nn.Module, method: str, report: dic
 
 def _run_snn(snn: nn.Module, batches: list, labels, method: str, report: dict, *, neuron: str,
              dtype: torch.dtype, energy: bool, preset: str, step_mode: str,
-             desc: str | None = None) -> torch.Tensor:
+             desc: str | None = None, tta: str = "none") -> torch.Tensor:
     """Run the spiking network (timed; counting its operations in the same pass in event mode)
-    and write its scores and energy into ``report``; its logits."""
+    and write its scores and energy into ``report``; its logits. The counts are per view (the
+    counter sees each view as an image); with ``tta`` the energy per classification is added."""
     counts = None
     if energy and method != "stbp" and step_mode == "event":
         # one timed pass that also counts: images/s then include the counting
         with OperationCounter(snn, preset) as counter:
-            logits, seconds = _run(counter, batches, dtype, desc)
+            logits, seconds = _run(counter, batches, dtype, desc, tta)
             counts = counter.report()
     else:
-        logits, seconds = _run(snn, batches, dtype, desc)
+        logits, seconds = _run(snn, batches, dtype, desc, tta)
     report["snn"] = {**_scores(logits, labels, seconds), "neuron": neuron}
     if counts is not None:
         report["snn"]["images_per_s_includes"] = "operation and energy counting"
     if energy:
-        images = (x.to(dtype) for x, _ in batches)  # one pass, one batch at a time
+        # one pass, one view of one batch at a time
+        images = (v.to(dtype) for x, _ in batches for v in views(x, tta))
         if method == "stbp":
             counts = count_stbp_operations(snn, images, preset=preset)
         elif counts is None:
@@ -241,6 +269,9 @@ def _run_snn(snn: nn.Module, batches: list, labels, method: str, report: dict, *
         e = {k: counts[k] for k in ENERGY_KEYS if k in counts}
         # firing_rate of the counters is spikes per neuron per inference
         e["spikes_per_neuron"] = e.pop("firing_rate", None)
+        if tta != "none":
+            e["energy_mj_per_classification"] = TTAS[tta] * e["energy_mj"]
+            e["ann_energy_mj_per_classification"] = TTAS[tta] * e["ann_energy_mj"]
         report["snn"]["energy"] = e
     return logits
 
@@ -298,6 +329,10 @@ def format_report(report: dict) -> str:
                      f"{ratio_text}")
         lines.append(f"spikes      {e['spikes_per_neuron']:.4f} per neuron per image (max "
                      f"{e.get('max_spikes_per_neuron')}), {e['spikes_per_image']:,.0f} per image")
+        if "energy_mj_per_classification" in e:
+            lines.append(f"tta         {report['tta']}: {report['views']} views per image; energy "
+                         f"above is per view, {e['energy_mj_per_classification'] * 1e3:.4g} uJ "
+                         "per classification")
     if report.get("note"):
         lines.append(f"note        {report['note']}")
     return "\n".join(lines)

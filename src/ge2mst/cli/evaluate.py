@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..analysis.evaluation import MODES
+from ..analysis.evaluation import MODES, TTAS
 from . import _args
 from ._runs import emit, prepare_run, prepare_spiking
 
@@ -40,6 +40,10 @@ def add_parser(subparsers) -> None:
                    help="skip the operation and energy counts (counted during the timed pass in "
                         "event mode, whose images/s then include the counting; a second, "
                         "event-mode pass with --step-mode collapsed)")
+    p.add_argument("--tta", choices=tuple(TTAS), default="none",
+                   help="test-time augmentation: flip classifies each image by the summed logits of "
+                        "itself and its mirror image, in both modes, at twice the spiking "
+                        "network's energy per classification (reported; default: none, one view)")
     _args.add_overwrite(p)
     _args.add_json(p, help="print one JSON object")
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
@@ -60,7 +64,7 @@ def run(args) -> int:
         print(f"note: {SLOW_PATH}", file=sys.stderr)
     report = evaluate(model, batches, mode=mode, form=args.form, encoding=args.encoding,
                       dtype=args.dtype, preset=args.preset, energy=args.energy,
-                      step_mode=args.step_mode, progress=not args.json)
+                      step_mode=args.step_mode, progress=not args.json, tta=args.tta)
     report = {**header, **report}
     if args.out:
         from ..io.checkpoint import atomic_write_bytes
