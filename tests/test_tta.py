@@ -106,5 +106,6 @@ def test_eval_tta_flip_on_real_cifar_images(capsys, cache_dir):
         net = model.eval().double()
         logits = net(x) + net(x.flip(-1))
     assert report["ann"]["top1"] == float((logits.argmax(1) == data.labels).float().mean())
-    assert main(argv[:-3] + ["--tta", "crops"]) == 2
-    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv[:-3] + ["--tta", "crops"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err

@@ -128,28 +128,23 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         energy: count the spiking network's operations and energy (in event mode during the
             timed pass, whose images/s then include the counting; in collapsed mode a second,
             event-mode pass over the images).
-        step_mode: how the spiking network runs: ``"event"`` (layer by layer over T steps of
-            spike trains) or ``"collapsed"`` (synapses summed over time in one pass). Same
-            outputs, and the same energy counts.
+        step_mode: ``"event"`` (layer by layer over T steps of spike trains) or ``"collapsed"``
+            (synapses summed over time in one pass): the same outputs and energy counts.
         progress: show a progress bar per pass, with its expected time (on a terminal).
-        tta: ``"none"`` (one view, the default) or ``"flip"``: each image classified by the sum
-            of the logits of itself and its mirror image, in both modes; the energy is counted
-            per view, and ``energy_mj_per_classification`` is twice it.
+        tta: ``"none"`` (one view) or ``"flip"`` (the summed logits of each image and its mirror
+            image, in both modes; energy per view, and ``energy_mj_per_classification``).
 
     Returns:
         a JSON-serialisable dict: ``images``, ``num_classes``, ``method``, ``mode``, ``T``,
         ``groups``, ``ann`` / ``snn`` sections (``top1``, ``top5`` when there are more than five
         classes, ``images_per_s``, ``seconds``; ``snn`` also ``neuron`` and ``energy``), and for
-        ``both`` the ``agreement`` of the predictions and ``max_abs_diff`` of the logits; with
-        ``tta="flip"``, ``tta`` and ``views``.
+        ``both`` the ``agreement`` of the predictions and ``max_abs_diff`` of the logits (and
+        ``tta``, ``views`` with ``tta="flip"``).
     """
-    tdtype = dtype_named(dtype)
-    if tta not in TTAS:  # refused before any work
-        views(torch.empty(0), tta)
+    tdtype, _ = dtype_named(dtype), views(torch.empty(0), tta)  # an unknown tta: before any work
     batches, method, labels = _check_request(model, batches, mode)
-    report: dict = {"method": method, "mode": mode, "dtype": dtype}
-    if tta != "none":
-        report["tta"], report["views"] = tta, TTAS[tta]
+    report: dict = {"method": method, "mode": mode, "dtype": dtype,
+                    **({"tta": tta, "views": TTAS[tta]} if tta != "none" else {})}
     ann_logits = snn_logits = None
     # one copy in the arithmetic asked for: the ANN, and the network that is converted (BatchNorm
     # folded in that arithmetic, as `ge2mst.analysis.verification` does)
