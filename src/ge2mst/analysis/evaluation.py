@@ -62,9 +62,13 @@ ENERGY_KEYS = ("preset", "pj_per_accumulate", "pj_per_mac", "sops", "macs", "ene
 def views(images: torch.Tensor, tta: str = "none") -> list[torch.Tensor]:
     """The views a batch of images (B x C x H x W) is classified from: the batch itself, and for
     ``tta="flip"`` also its mirror image (the width axis reversed)."""
+    return [images] if _checked_tta(tta) == "none" else [images, images.flip(-1)]
+
+
+def _checked_tta(tta: str) -> str:
     if tta not in TTAS:
         raise ConfigError(f"tta must be one of {tuple(TTAS)}, got {tta!r}")
-    return [images] if tta == "none" else [images, images.flip(-1)]
+    return tta
 
 
 def _run(net: Callable[[torch.Tensor], torch.Tensor],
@@ -141,7 +145,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         ``both`` the ``agreement`` of the predictions and ``max_abs_diff`` of the logits (and
         ``tta``, ``views`` with ``tta="flip"``).
     """
-    tdtype, _ = dtype_named(dtype), views(torch.empty(0), tta)  # an unknown tta: before any work
+    tdtype, tta = dtype_named(dtype), _checked_tta(tta)  # an unknown tta: before any work
     batches, method, labels = _check_request(model, batches, mode)
     report: dict = {"method": method, "mode": mode, "dtype": dtype,
                     **({"tta": tta, "views": TTAS[tta]} if tta != "none" else {})}
