@@ -8,8 +8,9 @@ Each setting runs `compare.py --worker train` in a fresh process (one batch of 1
 training JPEGs, median of ``--steps`` AdamW steps after one warm-up, peak resident memory added
 over the process before its first step); the settings are measured in ``--rounds`` interleaved
 rounds and the median of the rounds is reported. ``--fused`` adds Ge2mS-T Base with its
-quantizers' fused kernels (``ge2mst train --compile quantizers``; compiled in the warm-up step,
-whose memory is not counted); ``--Ts`` keeps the settings at those T only.
+quantizers' fused kernels (``ge2mst train --compile quantizers``; compiled beforehand on a
+throwaway copy, so that its memory is counted from the same point as the eager rows'); ``--Ts``
+keeps the settings at those T only.
 """
 
 from __future__ import annotations
