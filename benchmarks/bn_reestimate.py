@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 import ge2mst
+from ge2mst.conversion.calibration import _update_batchnorm  # calibration's own BN pass
 from ge2mst.data import load_dataset, normalize
 
 HERE = Path(__file__).resolve().parent
@@ -29,17 +30,6 @@ def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 
     right = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
                 for i in range(0, len(y), batch))
     return right / len(y)
-
-
-@torch.no_grad()
-def reestimate(model: torch.nn.Module, x: torch.Tensor, batch: int = 128) -> None:
-    for bn in model.modules():
-        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
-            bn.reset_running_stats()
-            bn.momentum = None  # a cumulative average over every batch
-    model.train()
-    for i in range(0, len(x), batch):
-        model(x[i:i + batch])
 
 
 def main() -> None:
@@ -57,7 +47,8 @@ def main() -> None:
     train = load_dataset(args.data, split="train", limit=args.images, seed=1)
     x, y = normalize(test.images, mean, std), test.labels
     before = top1(model, x, y)
-    reestimate(model, normalize(train.images, mean, std))
+    with torch.no_grad():
+        _update_batchnorm(model, list(normalize(train.images, mean, std).split(128)))
     after = top1(model, x, y)
     print(f"{args.model}: top-1 on {len(y):,} test images, ANN float32 (= its SNN): shipped "
           f"{before:.2%}, BatchNorm re-estimated on {len(train.labels):,} training images "
