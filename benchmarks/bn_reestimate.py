@@ -20,16 +20,9 @@ import torch
 import ge2mst
 from ge2mst.conversion.calibration import _update_batchnorm  # calibration's own BN pass
 from ge2mst.data import load_dataset, normalize
+from ge2mst.training import accuracy
 
 HERE = Path(__file__).resolve().parent
-
-
-@torch.no_grad()
-def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
-    model.eval()
-    right = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
-                for i in range(0, len(y), batch))
-    return right / len(y)
 
 
 def main() -> None:
@@ -46,10 +39,10 @@ def main() -> None:
     test = load_dataset(args.data, split="test", seed=0)
     train = load_dataset(args.data, split="train", limit=args.images, seed=1)
     x, y = normalize(test.images, mean, std), test.labels
-    before = top1(model, x, y)
+    before = accuracy(model, x, y)
     with torch.no_grad():
         _update_batchnorm(model, list(normalize(train.images, mean, std).split(128)))
-    after = top1(model, x, y)
+    after = accuracy(model, x, y)
     print(f"{args.model}: top-1 on {len(y):,} test images, ANN float32 (= its SNN): shipped "
           f"{before:.2%}, BatchNorm re-estimated on {len(train.labels):,} training images "
           f"{after:.2%} ({(after - before) * 100:+.2f} points)")
